@@ -1,0 +1,21 @@
+# scgenai-flow: train transformer cell classifiers and predict new cells.
+# Stages: split_data -> preprocess -> vocabulary -> contexts -> train -> report -> predict
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/vocabulary.smk"
+include: "workflow/rules/contexts.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

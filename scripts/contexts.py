@@ -1,0 +1,15 @@
+"""Rule contexts: token windows of one preprocessed split, with per-cell labels."""
+
+from scgenai_flow.runtime import stage
+
+with stage(snakemake.log[0]):
+    from scgenai_flow.contexts import ContextSettings, windows_from_preprocessed
+
+    windows_from_preprocessed(
+        snakemake.input.h5ad,
+        snakemake.input.vocab,
+        ContextSettings(**snakemake.params.settings),
+        snakemake.params.target_feature,
+        labels_required=snakemake.params.labels_required,
+        target=snakemake.output[0],
+    )

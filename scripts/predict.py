@@ -1,0 +1,16 @@
+"""Rule predict: one row per input cell with context_id, PredictedFeature, prediction_score."""
+
+from scgenai_flow.runtime import stage
+
+with stage(snakemake.log[0]):
+    from scgenai_flow.predict import predict_from_files
+
+    predict_from_files(
+        windows_npz=snakemake.input.windows,
+        cells_h5ad=snakemake.input.h5ad,
+        model_dir=snakemake.input.model,
+        batch_size=snakemake.params.batch_size,
+        gpus=snakemake.resources.gpu,
+        threads=snakemake.threads,
+        target=snakemake.output[0],
+    )

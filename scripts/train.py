@@ -1,0 +1,15 @@
+"""Rule train: fit the classifier on train windows, keep best and last model dirs."""
+
+from scgenai_flow.runtime import stage
+
+with stage(snakemake.log[0]):
+    from scgenai_flow.train import TrainOutputs, train_from_files
+
+    train_from_files(
+        train_npz=snakemake.input.train,
+        val_npz=snakemake.input.val,
+        vocab_dir=snakemake.input.vocab,
+        config=snakemake.params.config,
+        outputs=TrainOutputs(**snakemake.output),
+        threads=snakemake.threads,
+    )

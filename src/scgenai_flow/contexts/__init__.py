@@ -1,0 +1,155 @@
+"""Context methods: each turns binned cells into fixed-length token windows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..io import InputError, write_npz
+from ..vocab import Vocabulary
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """Parameters shared by every context method."""
+
+    method: str = "random"
+    max_length: int = 256
+    depth: int = 1
+    seed: int = 1314521
+    options: dict = field(default_factory=dict)  # method-specific (reference files, ...)
+
+    @property
+    def stride(self) -> int:
+        """Sliding-window step: half a window, rounded down to whole (gene, bin) pairs."""
+        return max(2, self.max_length // 4 * 2)
+
+
+@dataclass
+class Windows:
+    """Token windows of a set of cells and where each came from."""
+
+    tokens: np.ndarray  # (n_windows, max_length) token ids, PAD after `lengths`
+    lengths: np.ndarray  # real tokens per window
+    cell_index: np.ndarray  # window -> cell row, non-decreasing
+    context_index: np.ndarray  # window -> row of `context_names`
+    context_names: np.ndarray  # what each context is (window number, cytoband, gene sets)
+
+    def __len__(self) -> int:
+        return int(self.lengths.size)
+
+    def context_ids(self) -> np.ndarray:
+        """Context name of every window."""
+        return self.context_names[self.context_index]
+
+
+ContextMethod = Callable[[sp.csr_matrix, Vocabulary, ContextSettings], Windows]
+CONTEXT_METHODS: dict[str, ContextMethod] = {}
+
+
+def register(*names: str) -> Callable[[ContextMethod], ContextMethod]:
+    """Register a context method under one or more config names."""
+
+    def add(method: ContextMethod) -> ContextMethod:
+        for name in names:
+            CONTEXT_METHODS[name] = method
+        return method
+
+    return add
+
+
+def concat_windows(parts: list[Windows], cell_offsets: list[int]) -> Windows:
+    """Join per-chunk windows, shifting cell indices and merging context names."""
+    names, inverse = np.unique(np.concatenate([p.context_names for p in parts]), return_inverse=True)
+    starts = np.cumsum([0] + [p.context_names.size for p in parts])
+    return Windows(
+        tokens=np.concatenate([p.tokens for p in parts]),
+        lengths=np.concatenate([p.lengths for p in parts]),
+        cell_index=np.concatenate([p.cell_index + off for p, off in zip(parts, cell_offsets)]),
+        context_index=np.concatenate(
+            [inverse[start + p.context_index] for p, start in zip(parts, starts)]
+        ).astype(np.int32),
+        context_names=names,
+    )
+
+
+def build_windows(
+    binned: sp.csr_matrix, vocab: Vocabulary, settings: ContextSettings, chunk_cells: int = 5000
+) -> Windows:
+    """Windows of every cell with the configured method, built chunk by chunk of cells."""
+    from . import sliding  # noqa: F401  (registers the built-in methods)
+
+    if settings.method not in CONTEXT_METHODS:
+        raise InputError(
+            f"context.method '{settings.method}' is unknown; expected one of {', '.join(sorted(CONTEXT_METHODS))}"
+        )
+    if settings.max_length < 4 or settings.max_length % 2:
+        raise InputError(f"context.max_length={settings.max_length}: expected an even number >= 4")
+    method = CONTEXT_METHODS[settings.method]
+    starts = list(range(0, binned.shape[0], chunk_cells)) or [0]
+    parts = [method(binned[s : s + chunk_cells], vocab, settings) for s in starts]
+    return concat_windows(parts, starts)
+
+
+def save_windows(path: str | Path, windows: Windows, cell_labels: np.ndarray) -> None:
+    """Write windows and per-cell labels (-1 = unknown) to one `.npz`, atomically."""
+    write_npz(
+        path,
+        tokens=windows.tokens,
+        lengths=windows.lengths,
+        cell_index=windows.cell_index,
+        context_index=windows.context_index,
+        context_names=windows.context_names.astype(str),
+        cell_labels=cell_labels.astype(np.int32),
+    )
+
+
+def load_windows(path: str | Path) -> tuple[Windows, np.ndarray]:
+    """Read what `save_windows` wrote: the windows and per-cell labels."""
+    with np.load(path) as npz:
+        windows = Windows(
+            tokens=npz["tokens"],
+            lengths=npz["lengths"],
+            cell_index=npz["cell_index"],
+            context_index=npz["context_index"],
+            context_names=npz["context_names"],
+        )
+        return windows, npz["cell_labels"]
+
+
+def windows_from_preprocessed(
+    h5ad: str | Path,
+    vocab_dir: str | Path,
+    settings: ContextSettings,
+    target_feature: str,
+    labels_required: bool,
+    target: str | Path,
+) -> Windows:
+    """Build and save the windows of a preprocessed file; labels are -1 where unknown."""
+    import logging
+
+    import anndata as ad
+
+    from ..vocab import require_label_column
+
+    vocab = Vocabulary.load(vocab_dir)
+    adata = ad.read_h5ad(h5ad)
+    if labels_required:
+        labels = vocab.encode_labels(require_label_column(adata.obs, target_feature, str(h5ad)), str(h5ad))
+    elif target_feature in adata.obs.columns:
+        values = np.asarray(adata.obs[target_feature], dtype=str)
+        labels = np.asarray(pd.Index(vocab.classes).get_indexer(values), dtype=np.int32)
+    else:
+        labels = np.full(adata.n_obs, -1, dtype=np.int32)
+    windows = build_windows(adata.X, vocab, settings)
+    logging.getLogger(__name__).info(
+        "%s: %d cells -> %d windows of %d tokens (%s)",
+        h5ad, adata.n_obs, len(windows), settings.max_length, settings.method,
+    )
+    save_windows(target, windows, labels)
+    return windows

@@ -1,0 +1,44 @@
+"""The `random` context: sliding windows over each cell's token sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..vocab import UNK_ID, Vocabulary
+from . import ContextSettings, Windows, register
+
+
+def sliding_windows(
+    tokens: np.ndarray, offsets: np.ndarray, max_length: int, stride: int, pad_id: int
+) -> Windows:
+    """Windows of `max_length` tokens every `stride` tokens until each cell's end is covered.
+
+    A cell no longer than a window is one padded window; a cell without tokens is one
+    window holding `<unk>`, so every cell gets a prediction.
+    """
+    n_tokens = np.diff(offsets)
+    n_windows = np.where(
+        n_tokens <= max_length, 1, (n_tokens - max_length + stride - 1) // stride + 1
+    )
+    cell_index = np.repeat(np.arange(n_tokens.size, dtype=np.int32), n_windows)
+    first = np.cumsum(n_windows) - n_windows
+    number = np.arange(cell_index.size) - np.repeat(first, n_windows)
+    start = number * stride
+    lengths = np.minimum(max_length, n_tokens[cell_index] - start).astype(np.int32)
+    padded = np.concatenate((tokens, np.full(max_length, pad_id, dtype=tokens.dtype)))
+    windows = sliding_window_view(padded, max_length)[offsets[cell_index] + start]
+    windows[np.arange(max_length) >= lengths[:, None]] = pad_id
+    empty = lengths == 0
+    windows[empty, 0] = UNK_ID
+    lengths[empty] = 1
+    names = np.array([f"window_{k}" for k in range(int(n_windows.max(initial=1)))])
+    return Windows(windows, lengths, cell_index, number.astype(np.int32), names)
+
+
+@register("random")
+def random_context(binned: sp.csr_matrix, vocab: Vocabulary, settings: ContextSettings) -> Windows:
+    """Sliding windows over the interleaved `gene, bin` tokens of each cell."""
+    tokens, offsets = vocab.tokenize(binned)
+    return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)

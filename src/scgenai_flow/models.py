@@ -1,0 +1,160 @@
+"""Transformer backbones built from configs, a shared classification head, save and load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+
+from .io import InputError
+
+WEIGHTS_FILE = "scGenAI_model.pt"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class Size:
+    """Width and depth of a backbone."""
+
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+
+
+SIZES = {
+    "tiny": Size(128, 2, 4, 512),  # ours: for tests and laptops
+    "small": Size(256, 6, 4, 1024),
+    "normal": Size(768, 12, 12, 3072),
+    "large": Size(1024, 24, 16, 4096),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a classifier; saved as `config.json`."""
+
+    backbone: str
+    size: str
+    vocab_size: int
+    pad_token_id: int
+    max_length: int
+    num_classes: int
+    dropout: float = 0.1
+
+    @property
+    def dims(self) -> Size:
+        if self.size not in SIZES:
+            raise InputError(f"model.size '{self.size}' is unknown; expected one of {', '.join(SIZES)}")
+        return SIZES[self.size]
+
+
+Backbone = Callable[[ModelSpec], nn.Module]
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register(name: str) -> Callable[[Backbone], Backbone]:
+    """Register a backbone builder under a config name."""
+
+    def add(builder: Backbone) -> Backbone:
+        BACKBONES[name] = builder
+        return builder
+
+    return add
+
+
+@register("llama")
+def llama(spec: ModelSpec) -> nn.Module:
+    d = spec.dims
+    config = LlamaConfig(
+        vocab_size=spec.vocab_size,
+        hidden_size=d.hidden,
+        intermediate_size=d.ffn,
+        num_hidden_layers=d.layers,
+        num_attention_heads=d.heads,
+        num_key_value_heads=d.heads,
+        max_position_embeddings=spec.max_length,
+        pad_token_id=spec.pad_token_id,
+        bos_token_id=1,
+        eos_token_id=2,
+        attention_dropout=spec.dropout,
+        use_cache=False,
+    )
+    config._attn_implementation = "sdpa"
+    return LlamaModel(config)
+
+
+@register("gpt")
+def gpt(spec: ModelSpec) -> nn.Module:
+    d = spec.dims
+    config = GPT2Config(
+        vocab_size=spec.vocab_size,
+        n_positions=spec.max_length,
+        n_embd=d.hidden,
+        n_layer=d.layers,
+        n_head=d.heads,
+        n_inner=d.ffn,
+        pad_token_id=spec.pad_token_id,
+        bos_token_id=1,
+        eos_token_id=2,
+        resid_pdrop=spec.dropout,
+        embd_pdrop=spec.dropout,
+        attn_pdrop=spec.dropout,
+        use_cache=False,
+    )
+    config._attn_implementation = "sdpa"
+    return GPT2Model(config)
+
+
+class CellClassifier(nn.Module):
+    """A backbone whose hidden state at each window's last real token feeds a linear head."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        if spec.backbone not in BACKBONES:
+            raise InputError(
+                f"model.backbone '{spec.backbone}' is unknown; expected one of {', '.join(sorted(BACKBONES))}"
+            )
+        self.spec = spec
+        self.backbone = BACKBONES[spec.backbone](spec)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.head = nn.Linear(spec.dims.hidden, spec.num_classes)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of right-padded windows."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        mask = (positions[None, :] < lengths[:, None]).long()
+        hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        return self.head(self.dropout(last))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model: CellClassifier, directory: Path) -> None:
+    """Write `config.json` and the weights into an existing directory."""
+    (directory / CONFIG_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
+    torch.save(model.state_dict(), directory / WEIGHTS_FILE)
+
+
+def load_model(directory: str | Path, device: torch.device | str = "cpu") -> CellClassifier:
+    """Rebuild a classifier from a model directory's `config.json` and weights."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise InputError(f"{directory}: missing {name} (expected a model directory)")
+    spec = ModelSpec(**json.loads((directory / CONFIG_FILE).read_text()))
+    model = CellClassifier(spec)
+    try:
+        state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # torch raises several types for damaged files
+        raise InputError(f"{directory / WEIGHTS_FILE}: cannot load weights: {err}") from err
+    return model.to(device).eval()

@@ -1,0 +1,122 @@
+"""Score windows and decide each cell by its best window, in time linear in windows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .contexts import Windows
+from .models import CellClassifier
+
+PREDICTION_COLUMNS = ("context_id", "PredictedFeature", "prediction_score")
+
+
+def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Index blocks of `batch_size` over `n` items, shuffled when `rng` is given."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def batch_tensors(
+    windows: Windows, idx: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids trimmed to the longest window of the batch, and the real lengths."""
+    lengths = windows.lengths[idx]
+    ids = windows.tokens[idx, : int(lengths.max())].astype(np.int64)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(lengths.astype(np.int64)).to(device)
+
+
+@torch.no_grad()
+def window_probabilities(
+    model: CellClassifier, windows: Windows, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Softmax class probabilities of every window, in window order."""
+    model.eval()
+    probs = np.empty((len(windows), model.spec.num_classes), dtype=np.float32)
+    for idx in batch_indices(len(windows), batch_size):
+        logits = model(*batch_tensors(windows, idx, device))
+        probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return probs
+
+
+@dataclass(frozen=True)
+class CellPredictions:
+    """Per cell: the deciding window, the predicted class index and its score."""
+
+    window: np.ndarray
+    label: np.ndarray
+    score: np.ndarray
+
+
+def first_windows(cell_index: np.ndarray, n_cells: int) -> np.ndarray:
+    """Index of each cell's first window (windows are grouped by cell)."""
+    first = np.searchsorted(cell_index, np.arange(n_cells))
+    counts = np.diff(np.append(first, cell_index.size))
+    if (counts == 0).any():
+        raise ValueError(f"{int((counts == 0).sum())} cells have no window")
+    return first
+
+
+def predict_cells(probs: np.ndarray, cell_index: np.ndarray, n_cells: int) -> CellPredictions:
+    """Each cell takes the class of its window with the highest softmax score."""
+    scores = probs.max(axis=1)
+    first = first_windows(cell_index, n_cells)
+    best_score = np.maximum.reduceat(scores, first)
+    is_best = scores == best_score[cell_index]
+    window = np.minimum.reduceat(np.where(is_best, np.arange(scores.size), scores.size), first)
+    return CellPredictions(window=window, label=probs[window].argmax(axis=1), score=best_score)
+
+
+def prediction_table(
+    obs: pd.DataFrame, windows: Windows, cells: CellPredictions, classes: np.ndarray
+) -> pd.DataFrame:
+    """The input `obs` (all columns, input order) plus the three prediction columns."""
+    table = obs.copy()
+    for column in PREDICTION_COLUMNS:
+        if column in table.columns:
+            table = table.rename(columns={column: f"input_{column}"})
+    table["context_id"] = windows.context_ids()[cells.window]
+    table["PredictedFeature"] = np.asarray(classes)[cells.label]
+    table["prediction_score"] = cells.score
+    return table
+
+
+def predict_from_files(
+    windows_npz: str, cells_h5ad: str, model_dir: str, batch_size: int, gpus: int, threads: int, target: str
+) -> pd.DataFrame:
+    """Predict every cell of a preprocessed file from its saved windows; write the CSV."""
+    import logging
+
+    from .contexts import load_windows
+    from .io import InputError, read_obs, write_csv
+    from .models import load_model
+    from .runtime import select_device
+    from .vocab import Vocabulary
+
+    device = select_device(gpus, threads)
+    model = load_model(model_dir, device)
+    vocab = Vocabulary.load(model_dir)
+    windows, labels = load_windows(windows_npz)
+    if model.spec.vocab_size != vocab.size or int(windows.tokens.max(initial=0)) >= vocab.size:
+        raise InputError(f"{windows_npz}: windows were built with another vocabulary than {model_dir}")
+    if windows.tokens.shape[1] > model.spec.max_length:
+        raise InputError(
+            f"{windows_npz}: windows of {windows.tokens.shape[1]} tokens exceed the model's {model.spec.max_length}"
+        )
+    obs = read_obs(cells_h5ad)
+    probs = window_probabilities(model, windows, batch_size, device)
+    cells = predict_cells(probs, windows.cell_index, len(obs))
+    table = prediction_table(obs, windows, cells, vocab.classes)
+    known = labels >= 0
+    if known.any():
+        logging.getLogger(__name__).info(
+            "accuracy on %d labelled cells: %.4f", known.sum(), (cells.label[known] == labels[known]).mean()
+        )
+    table.index.name = table.index.name or "cell_id"
+    write_csv(table, target, index=True)
+    return table

@@ -1,0 +1,223 @@
+"""Gene filter, normalisation and per-cell expression binning on sparse matrices."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .io import InputError, h5ad_info, iter_csr_chunks, read_obs, read_var_names
+
+log = logging.getLogger(__name__)
+
+RAW_COUNT_THRESHOLD = 20.0
+TARGET_SUM = 1e4
+
+
+@dataclass(frozen=True)
+class MatrixScan:
+    """One pass over a matrix: what preprocessing must know before transforming it."""
+
+    n_cells: int
+    max_value: float
+    expressed_cells: np.ndarray  # per gene: cells with a value > 0
+
+    @property
+    def raw_counts(self) -> bool:
+        """The SPEC's rule: a maximum above 20 means raw counts."""
+        return self.max_value > RAW_COUNT_THRESHOLD
+
+
+def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_000) -> MatrixScan:
+    """Check values and count expressing cells per gene, chunk by chunk."""
+    info = h5ad_info(path, use_raw)
+    if info.n_cells == 0 or info.n_genes == 0:
+        raise InputError(
+            f"{path}: empty expression matrix ({info.n_cells} cells x {info.n_genes} genes)"
+        )
+    expressed = np.zeros(info.n_genes, dtype=np.int64)
+    max_value = 0.0
+    for chunk in iter_csr_chunks(path, chunk_cells, use_raw):
+        data = chunk.data
+        if data.size == 0:
+            continue
+        if not np.isfinite(data).all():
+            raise InputError(f"{path}: X holds NaN or infinite values (expected finite values)")
+        if data.min() < 0:
+            raise InputError(
+                f"{path}: X holds negative values (expected counts or log-normalised values;"
+                " scaled data? point at the unscaled layer, e.g. data.use_raw: true)"
+            )
+        max_value = max(max_value, float(data.max()))
+        expressed += np.bincount(chunk.indices[data > 0], minlength=info.n_genes)
+    return MatrixScan(info.n_cells, max_value, expressed)
+
+
+def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
+    """Duplicate gene names make alignment ambiguous: refuse them."""
+    values, counts = np.unique(genes, return_counts=True)
+    if (counts > 1).any():
+        dups = ", ".join(values[counts > 1][:5])
+        raise InputError(f"{path}: duplicate gene names in var_names ({dups}); expected unique")
+
+
+def select_genes(
+    genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int, seed: int
+) -> np.ndarray:
+    """Genes expressed in at least `min_cells` cells, in the seeded vocabulary order."""
+    kept = genes[expressed_cells >= min_cells]
+    if kept.size == 0:
+        raise InputError(
+            f"no gene is expressed in at least min_cells={min_cells} cells"
+            f" (most-expressed gene: {int(expressed_cells.max(initial=0))} cells)"
+        )
+    return kept[np.random.default_rng(seed).permutation(kept.size)]
+
+
+def column_map(source_genes: np.ndarray, target_genes: np.ndarray) -> np.ndarray:
+    """For each source column, its column in `target_genes`, or -1 when absent."""
+    position = pd.Index(target_genes).get_indexer(source_genes)
+    return position.astype(np.int64)
+
+
+def align_columns(chunk: sp.csr_matrix, col_map: np.ndarray, n_target: int) -> sp.csr_matrix:
+    """Move columns to their target positions, dropping unmapped ones and stored zeros."""
+    mapped = col_map[chunk.indices]
+    keep = (mapped >= 0) & (chunk.data != 0)
+    kept_before = np.concatenate(([0], np.cumsum(keep)))
+    out = sp.csr_matrix(
+        (chunk.data[keep], mapped[keep].astype(np.int32), kept_before[chunk.indptr]),
+        shape=(chunk.shape[0], n_target),
+    )
+    out.sort_indices()
+    return out
+
+
+def per_value(reduce: np.ufunc, chunk: sp.csr_matrix) -> np.ndarray:
+    """Reduce each row's stored values and repeat the result per value (sums in float64)."""
+    counts = np.diff(chunk.indptr)
+    nonempty = counts > 0
+    values = chunk.data if reduce is np.maximum else chunk.data.astype(np.float64)
+    if values.size == 0:
+        return values
+    return np.repeat(reduce.reduceat(values, chunk.indptr[:-1][nonempty]), counts[nonempty])
+
+
+def normalise_rows(chunk: sp.csr_matrix, raw_counts: bool) -> sp.csr_matrix:
+    """Raw counts: scale each cell to 10,000 and log1p; log-normalised data pass through."""
+    if not raw_counts:
+        return chunk
+    scaled = np.log1p(chunk.data * (TARGET_SUM / per_value(np.add, chunk)))
+    return sp.csr_matrix((scaled.astype(np.float32), chunk.indices, chunk.indptr), shape=chunk.shape)
+
+
+def bin_values(values: np.ndarray, cell_max: np.ndarray, num_bins: int) -> np.ndarray:
+    """`digitize(v, linspace(1, cell_max, num_bins + 1))` clipped to 1..num_bins+1, vectorised.
+
+    Edges are computed as numpy's linspace does, in the data's float type, so bins match
+    the per-cell formula exactly, also for values on an edge.
+    """
+    dt = values.dtype.type if np.issubdtype(values.dtype, np.floating) else np.float64
+    v = values.astype(dt)
+    m = cell_max.astype(dt)
+    one = dt(1.0)
+    step = (m - one) / dt(num_bins)
+    rising = step > 0
+
+    def edge(k: np.ndarray) -> np.ndarray:
+        # linspace: arange(num) * step + start, with the last edge set to stop exactly.
+        e = k.astype(dt) * step + one
+        e = np.where(k == num_bins, m, e)
+        return np.where(k > num_bins, np.inf, np.where(k < 0, -np.inf, e))
+
+    # j = index of the last edge <= v (rising edges); estimate, then correct rounding.
+    estimate = np.floor((v - one) / np.where(rising, step, one))
+    j = np.clip(estimate, -1, num_bins).astype(np.int64)
+    for _ in range(2):
+        j = np.where(edge(j + 1) <= v, j + 1, j)
+        j = np.where(edge(j) > v, j - 1, j)
+    count = j + 1
+    # Flat edges (cell max 1): all edges equal 1. Falling edges (max < 1): digitize counts
+    # the edges above v, which are all of them except the last one when v equals the max.
+    count = np.where(step == 0, np.where(v >= one, num_bins + 1, 0), count)
+    count = np.where(step < 0, np.where(v < m, num_bins + 1, num_bins), count)
+    return np.clip(count, 1, num_bins + 1).astype(np.uint8)
+
+
+def bin_rows(chunk: sp.csr_matrix, num_bins: int) -> sp.csr_matrix:
+    """Replace each cell's non-zero values by their expression bin (uint8)."""
+    bins = bin_values(chunk.data, per_value(np.maximum, chunk), num_bins)
+    return sp.csr_matrix((bins, chunk.indices, chunk.indptr), shape=chunk.shape)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """How one file is filtered, normalised and binned."""
+
+    num_bins: int = 10
+    min_cells: int = 50
+    seed: int = 1314521
+    use_raw: bool = False
+    chunk_cells: int = 5_000
+
+
+def preprocess_file(
+    path: str | Path,
+    settings: PreprocessSettings,
+    trained_genes: np.ndarray | None = None,
+) -> ad.AnnData:
+    """Binned, gene-ordered AnnData for one file.
+
+    Without `trained_genes` (training data) genes are filtered and shuffled into the
+    vocabulary order; with them (val / predict) the file is aligned to that order.
+    """
+    if settings.num_bins < 1 or settings.num_bins > 254:
+        raise InputError(f"num_bins={settings.num_bins}: expected 1..254")
+    genes = read_var_names(path, settings.use_raw)
+    check_unique_genes(genes, path)
+    scan = scan_matrix(path, settings.use_raw, settings.chunk_cells)
+    if trained_genes is None:
+        trained_genes = select_genes(genes, scan.expressed_cells, settings.min_cells, settings.seed)
+    col_map = column_map(genes, trained_genes)
+    overlap = int((col_map >= 0).sum())
+    if overlap == 0:
+        raise InputError(f"{path}: none of its {genes.size} genes is among the model's trained genes")
+    if overlap < 0.5 * trained_genes.size:
+        log.warning("%s: only %d of %d trained genes present", path, overlap, trained_genes.size)
+    log.info(
+        "%s: %d cells, %d genes -> %d vocabulary genes (%d present); %s",
+        path, scan.n_cells, genes.size, trained_genes.size, overlap,
+        "raw counts: normalised to 1e4 + log1p" if scan.raw_counts else "log-normalised: kept",
+    )
+    nnz_out = int(scan.expressed_cells[col_map >= 0].sum())
+    data = np.empty(nnz_out, dtype=np.uint8)
+    indices = np.empty(nnz_out, dtype=np.int32)
+    indptr = np.zeros(scan.n_cells + 1, dtype=np.int64)
+    row = pos = 0
+    for chunk in iter_csr_chunks(path, settings.chunk_cells, settings.use_raw):
+        aligned = align_columns(chunk, col_map, trained_genes.size)
+        binned = bin_rows(normalise_rows(aligned, scan.raw_counts), settings.num_bins)
+        data[pos : pos + binned.nnz] = binned.data
+        indices[pos : pos + binned.nnz] = binned.indices
+        indptr[row + 1 : row + 1 + binned.shape[0]] = pos + binned.indptr[1:]
+        row += binned.shape[0]
+        pos += binned.nnz
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(scan.n_cells, trained_genes.size))
+    empty = int((np.diff(indptr) == 0).sum())
+    if empty:
+        log.warning("%s: %d cells express none of the vocabulary genes", path, empty)
+    obs = read_obs(path)
+    result = ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=pd.Index(trained_genes, name="gene")))
+    result.uns["preprocess"] = {
+        "source": str(path),
+        "raw_counts": scan.raw_counts,
+        "num_bins": settings.num_bins,
+        "min_cells": settings.min_cells,
+        "seed": settings.seed,
+    }
+    return result

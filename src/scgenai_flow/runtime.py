@@ -1,0 +1,70 @@
+"""Process set-up shared by every stage: logging, threads, seeds and device."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("scgenai_flow")
+
+
+def setup_logging(log_file: str | Path | None = None) -> None:
+    """Log to stderr and, when given, to the rule's log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so CPU runs repeat exactly."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(gpus: int, threads: int):  # -> torch.device
+    """The device for `gpus` requested GPUs; CPU (with a warning) when none is usable."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if gpus > 0:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.warning(
+            "%d GPU(s) requested (CUDA_VISIBLE_DEVICES=%s) but torch sees none: running on CPU",
+            gpus,
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        )
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def stage(log_file: str | Path | None) -> Iterator[None]:
+    """Run one workflow stage: log to its file; a bad input ends it with a clear message."""
+    from .io import InputError
+
+    setup_logging(log_file)
+    try:
+        yield
+    except InputError as err:
+        log.error("%s", err)
+        sys.exit(f"error: {err}")

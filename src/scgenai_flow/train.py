@@ -1,0 +1,198 @@
+"""Train a window classifier, evaluate per cell after each epoch, keep best and last models."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+from .contexts import Windows, load_windows
+from .io import InputError, atomic_path, write_csv
+from .models import CellClassifier, ModelSpec, count_parameters, save_model
+from .predict import batch_indices, batch_tensors, predict_cells, window_probabilities
+from .runtime import seed_everything, select_device
+from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "Epoch",
+    "Train Loss",
+    "Train Accuracy",
+    "Validation Accuracy",
+    "Validation Window Accuracy",
+    "Validation Loss",
+    "Seconds",
+)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimiser and loop settings (SPEC defaults)."""
+
+    num_epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    seed: int = 1314521
+    eval_batch_size: int = 64
+
+
+@dataclass
+class LabelledWindows:
+    """Windows with the label of each cell they came from."""
+
+    windows: Windows
+    cell_labels: np.ndarray
+
+    @property
+    def window_labels(self) -> np.ndarray:
+        return self.cell_labels[self.windows.cell_index]
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.cell_labels.size)
+
+
+def train_epoch(
+    model: CellClassifier,
+    optimizer: torch.optim.Optimizer,
+    data: LabelledWindows,
+    batch_size: int,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> tuple[float, float]:
+    """One pass over shuffled windows; mean loss and window accuracy."""
+    model.train()
+    labels = torch.from_numpy(data.window_labels.astype(np.int64))
+    loss_sum = correct = 0.0
+    for idx in batch_indices(len(data.windows), batch_size, rng):
+        target = labels[idx].to(device)
+        logits = model(*batch_tensors(data.windows, idx, device))
+        loss = nn.functional.cross_entropy(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * idx.size
+        correct += (logits.argmax(-1) == target).sum().item()
+    n = len(data.windows)
+    return loss_sum / n, correct / n
+
+
+def evaluate(
+    model: CellClassifier, data: LabelledWindows, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Window loss and accuracy, and cell accuracy with the best-window rule."""
+    probs = window_probabilities(model, data.windows, batch_size, device)
+    labels = data.window_labels
+    picked = probs[np.arange(labels.size), labels]
+    cells = predict_cells(probs, data.windows.cell_index, data.n_cells)
+    return {
+        "Validation Accuracy": float((cells.label == data.cell_labels).mean()),
+        "Validation Window Accuracy": float((probs.argmax(1) == labels).mean()),
+        "Validation Loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+    }
+
+
+def fit(
+    model: CellClassifier,
+    train: LabelledWindows,
+    val: LabelledWindows,
+    settings: TrainSettings,
+    device: torch.device,
+    on_epoch: Callable[[int, pd.DataFrame, bool], None],
+) -> pd.DataFrame:
+    """Train for `num_epochs`; after each epoch call `on_epoch(epoch, history, is_best)`."""
+    if settings.batch_size < 1:
+        raise InputError(f"train.batch_size={settings.batch_size}: expected >= 1")
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    rng = np.random.default_rng(settings.seed)
+    rows: list[dict[str, float]] = []
+    best: tuple[float, float] | None = None
+    for epoch in range(1, settings.num_epochs + 1):
+        started = time.perf_counter()
+        loss, accuracy = train_epoch(model, optimizer, train, settings.batch_size, rng, device)
+        metrics = evaluate(model, val, settings.eval_batch_size, device)
+        rows.append(
+            {"Epoch": epoch, "Train Loss": loss, "Train Accuracy": accuracy, **metrics,
+             "Seconds": time.perf_counter() - started}
+        )
+        key = (metrics["Validation Accuracy"], -metrics["Validation Loss"])
+        is_best = best is None or key > best
+        best = key if is_best else best
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in rows[-1].items()})
+        on_epoch(epoch, pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), is_best)
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+
+
+def write_model_dir(
+    target: str | Path, model: CellClassifier, vocab: Vocabulary, settings: dict
+) -> None:
+    """A self-contained model directory (every file of the output spec), written atomically."""
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        vocab.write_files(tmp)
+        save_model(model, tmp)
+        (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where the train rule writes."""
+
+    best_model: str
+    last_model: str
+    history: str
+
+
+def train_from_files(
+    train_npz: str, val_npz: str, vocab_dir: str, config: dict, outputs: TrainOutputs, threads: int
+) -> pd.DataFrame:
+    """Train on saved windows with the effective `config`; write both model dirs and the history."""
+    vocab = Vocabulary.load(vocab_dir)
+    train = LabelledWindows(*load_windows(train_npz))
+    val = LabelledWindows(*load_windows(val_npz))
+    seed_everything(config["seed"])
+    device = select_device(config["train"]["gpu"], threads)
+    spec = ModelSpec(
+        backbone=config["model"]["backbone"],
+        size=config["model"]["size"],
+        vocab_size=vocab.size,
+        pad_token_id=vocab.pad_id,
+        max_length=int(train.windows.tokens.shape[1]),
+        num_classes=int(vocab.classes.size),
+        dropout=config["model"]["dropout"],
+    )
+    model = CellClassifier(spec)
+    log.info(
+        "%s/%s: %d parameters on %s; %d train windows (%d cells), %d val windows (%d cells)",
+        spec.backbone, spec.size, count_parameters(model), device,
+        len(train.windows), train.n_cells, len(val.windows), val.n_cells,
+    )
+    settings = TrainSettings(
+        num_epochs=config["train"]["num_epochs"],
+        batch_size=config["train"]["batch_size"],
+        learning_rate=config["train"]["learning_rate"],
+        weight_decay=config["train"]["weight_decay"],
+        seed=config["seed"],
+    )
+
+    def on_epoch(epoch: int, history: pd.DataFrame, is_best: bool) -> None:
+        if is_best:
+            write_model_dir(outputs.best_model, model, vocab, config)
+        write_csv(history, outputs.history)
+
+    history = fit(model, train, val, settings, device, on_epoch)
+    write_model_dir(outputs.last_model, model, vocab, config)
+    return history

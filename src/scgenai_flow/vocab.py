@@ -1,0 +1,167 @@
+"""Our own token vocabulary: special tokens, then genes, then expression bins, then PAD."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .io import InputError, atomic_path
+
+SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
+PAD_TOKEN = "<pad>"
+UNK_ID = 0
+VOCAB_FILES = (
+    "gene_vocab.npy",
+    "expression_vocab.npy",
+    "pad_token_id.npy",
+    "trained_genes.npy",
+    "label_encoder_classes.npy",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def bin_token(bin_id: int) -> str:
+    """Token text of an expression bin."""
+    return f"<bin{bin_id}>"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token ids of genes and bins, and the label classes, for one trained model."""
+
+    genes: np.ndarray  # trained genes, in vocabulary order
+    num_bins: int  # bins run 1..num_bins+1
+    classes: np.ndarray  # label classes; index = encoded label
+
+    @property
+    def gene_offset(self) -> int:
+        return len(SPECIAL_TOKENS)
+
+    @property
+    def bin_offset(self) -> int:
+        return self.gene_offset + self.genes.size
+
+    @property
+    def n_bin_tokens(self) -> int:
+        return self.num_bins + 1
+
+    @property
+    def pad_id(self) -> int:
+        return self.bin_offset + self.n_bin_tokens
+
+    @property
+    def size(self) -> int:
+        return self.pad_id + 1
+
+    @property
+    def token_dtype(self) -> type:
+        """Smallest integer type holding every token id."""
+        return np.uint16 if self.size <= np.iinfo(np.uint16).max else np.int32
+
+    def tokens(self) -> list[str]:
+        """Token texts in id order."""
+        bins = [bin_token(b) for b in range(1, self.n_bin_tokens + 1)]
+        return [*SPECIAL_TOKENS.values(), *self.genes.tolist(), *bins, PAD_TOKEN]
+
+    def encode_labels(self, labels: pd.Series | np.ndarray, source: str) -> np.ndarray:
+        """Label texts → class indices; a label the model does not know is an error."""
+        values = np.asarray(labels, dtype=str)
+        codes = pd.Index(self.classes).get_indexer(values)
+        if (codes < 0).any():
+            unknown = ", ".join(sorted(set(values[codes < 0]))[:5])
+            raise InputError(f"{source}: labels never seen in training: {unknown}")
+        return codes.astype(np.int32)
+
+    def tokenize(self, binned: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Interleaved `gene, bin` token ids of all cells, and each cell's token offsets."""
+        tokens = np.empty(2 * binned.nnz, dtype=self.token_dtype)
+        tokens[0::2] = self.gene_offset + binned.indices
+        tokens[1::2] = binned.data.astype(self.token_dtype) + (self.bin_offset - 1)
+        return tokens, 2 * binned.indptr.astype(np.int64)
+
+    def hf_tokenizer(self):  # -> transformers.PreTrainedTokenizerFast (imported lazily: slow)
+        """A Hugging Face fast tokenizer over this vocabulary (word-level, offline)."""
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {token: i for i, token in enumerate(self.tokens())}
+        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD_TOKEN, **SPECIAL_TOKENS)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the vocabulary files of the output spec into `directory` (atomically)."""
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            self.write_files(tmp)
+
+    def write_files(self, directory: Path) -> None:
+        """Write the vocabulary files into an existing directory."""
+        gene_ids = np.arange(self.genes.size) + self.gene_offset
+        bins = np.arange(1, self.n_bin_tokens + 1)
+        np.save(directory / "gene_vocab.npy", np.rec.fromarrays([self.genes, gene_ids], names="gene,id"))
+        np.save(directory / "expression_vocab.npy", np.rec.fromarrays([bins, bins - 1 + self.bin_offset], names="bin,id"))
+        np.save(directory / "pad_token_id.npy", np.array(self.pad_id))
+        np.save(directory / "trained_genes.npy", self.genes.astype(str))
+        np.save(directory / "label_encoder_classes.npy", self.classes.astype(str))
+        self.hf_tokenizer().save_pretrained(directory)
+        specials = {**SPECIAL_TOKENS, "pad_token": PAD_TOKEN}
+        (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Vocabulary:
+        """Read a vocabulary (or model) directory and check its ids agree."""
+        directory = Path(directory)
+        missing = [name for name in VOCAB_FILES if not (directory / name).is_file()]
+        if missing:
+            raise InputError(f"{directory}: missing vocabulary files {', '.join(missing)}")
+        genes = np.load(directory / "trained_genes.npy")
+        bins = np.load(directory / "expression_vocab.npy")
+        classes = np.load(directory / "label_encoder_classes.npy")
+        vocab = cls(genes=genes, num_bins=int(bins.size) - 1, classes=classes)
+        if int(np.load(directory / "pad_token_id.npy")) != vocab.pad_id:
+            raise InputError(f"{directory}/pad_token_id.npy disagrees with the gene and bin vocabularies")
+        return vocab
+
+
+def build_vocabulary(genes: np.ndarray, num_bins: int, labels: pd.Series, source: str) -> Vocabulary:
+    """Vocabulary of the preprocessed training data; classes sorted like a label encoder."""
+    bad = [g for g in genes if not g or any(c.isspace() for c in g)]
+    if bad:
+        raise InputError(f"{source}: gene names must be non-empty without whitespace: {bad[:5]}")
+    present = labels.dropna()
+    if present.size < labels.size:
+        raise InputError(f"{source}: {labels.size - present.size} cells have no label in '{labels.name}'")
+    classes = np.unique(np.asarray(present, dtype=str))
+    if classes.size < 2:
+        raise InputError(f"{source}: column '{labels.name}' has {classes.size} class; expected at least 2")
+    return Vocabulary(genes=np.asarray(genes, dtype=str), num_bins=num_bins, classes=classes)
+
+
+def require_label_column(obs: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """The label column of `obs`, or an error listing the columns there are."""
+    if column not in obs.columns:
+        raise InputError(
+            f"{source}: obs has no column '{column}' (target_feature); columns: {', '.join(map(str, obs.columns))}"
+        )
+    return obs[column]
+
+
+def vocabulary_from_preprocessed(path: str | Path, target_feature: str) -> Vocabulary:
+    """Vocabulary of a preprocessed training file (genes in its column order)."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(path, backed="r")
+    labels = require_label_column(adata.obs, target_feature, str(path))
+    vocab = build_vocabulary(
+        np.asarray(adata.var_names), int(adata.uns["preprocess"]["num_bins"]), labels, str(path)
+    )
+    adata.file.close()
+    return vocab

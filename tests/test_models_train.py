@@ -1,0 +1,127 @@
+"""Backbones, training on real cells, save/load, and best-window aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from scgenai_flow.contexts import ContextSettings, build_windows
+from scgenai_flow.io import InputError
+from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model
+from scgenai_flow.predict import predict_cells, window_probabilities
+from scgenai_flow.preprocess import bin_rows
+from scgenai_flow.runtime import seed_everything
+from scgenai_flow.train import LabelledWindows, TrainSettings, fit, write_model_dir
+from scgenai_flow.vocab import build_vocabulary
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def real_windows(pbmc):
+    """Windows of 120 real PBMCs from four classes (30 each), 64 tokens long."""
+    keep = np.concatenate(
+        [np.flatnonzero(pbmc.obs["bulk_labels"] == c)[:30] for c in ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")]
+    )
+    cells = pbmc[keep]
+    vocab = build_vocabulary(np.asarray(cells.var_names), 10, cells.obs["bulk_labels"].astype(str), "pbmc")
+    windows = build_windows(bin_rows(sp.csr_matrix(cells.X), 10), vocab, ContextSettings(max_length=64))
+    labels = vocab.encode_labels(cells.obs["bulk_labels"], "pbmc")
+    return vocab, LabelledWindows(windows, labels)
+
+
+def spec_for(vocab, backbone: str = "llama", size: str = "tiny", max_length: int = 64) -> ModelSpec:
+    return ModelSpec(backbone, size, vocab.size, vocab.pad_id, max_length, int(vocab.classes.size))
+
+
+@pytest.mark.parametrize("backbone", ["llama", "gpt"])
+def test_training_lowers_the_loss_on_real_cells(real_windows, backbone: str) -> None:
+    vocab, data = real_windows
+    seed_everything(0)
+    model = CellClassifier(spec_for(vocab, backbone))
+    settings = TrainSettings(num_epochs=3, batch_size=16, learning_rate=2e-3)
+    history = fit(model, data, data, settings, CPU, lambda *_: None)
+    assert history["Train Loss"].iloc[-1] < 0.85 * history["Train Loss"].iloc[0]
+    assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
+    assert list(history["Epoch"]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("backbone", ["llama", "gpt"])
+def test_saved_model_reloads_with_identical_logits(tmp_path, real_windows, backbone: str) -> None:
+    vocab, data = real_windows
+    seed_everything(1)
+    model = CellClassifier(spec_for(vocab, backbone)).eval()
+    write_model_dir(tmp_path / "m", model, vocab, {"seed": 1})
+    loaded = load_model(tmp_path / "m")
+    before = window_probabilities(model, data.windows, 32, CPU)
+    after = window_probabilities(loaded, data.windows, 32, CPU)
+    np.testing.assert_array_equal(before, after)
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"config.json", "scGenAI_model.pt", "train_setting.yaml", "trained_genes.npy", "tokenizer.json"} <= names
+
+
+def test_padding_does_not_change_a_window_logits(real_windows) -> None:
+    vocab, data = real_windows
+    seed_everything(2)
+    model = CellClassifier(spec_for(vocab)).eval()
+    short = np.flatnonzero(data.windows.lengths < 64)[0]
+    length = int(data.windows.lengths[short])
+    ids = torch.from_numpy(data.windows.tokens[[short]].astype(np.int64))
+    with torch.no_grad():
+        padded = model(ids, torch.tensor([length]))
+        trimmed = model(ids[:, :length], torch.tensor([length]))
+    torch.testing.assert_close(padded, trimmed, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_size_builds(size: str) -> None:
+    spec = ModelSpec("llama", size, 500, 499, 128, 5)
+    expected_hidden = SIZES[size].hidden
+    with torch.device("meta"):
+        model = CellClassifier(spec)
+    assert model.head.in_features == expected_hidden and count_parameters(model) > 0
+
+
+def test_unknown_backbone_is_refused() -> None:
+    with pytest.raises(InputError, match="model.backbone 'bert' is unknown"):
+        CellClassifier(ModelSpec("bert", "tiny", 50, 49, 64, 3))
+
+
+def test_model_dir_with_a_missing_or_broken_file_is_refused(tmp_path, real_windows) -> None:
+    vocab, _ = real_windows
+    write_model_dir(tmp_path / "m", CellClassifier(spec_for(vocab)), vocab, {})
+    (tmp_path / "m" / "scGenAI_model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="scGenAI_model.pt: cannot load weights"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "config.json").unlink()
+    with pytest.raises(InputError, match="missing config.json"):
+        load_model(tmp_path / "m")
+
+
+def test_each_cell_takes_its_best_window() -> None:
+    probs = np.array(
+        [[0.6, 0.4], [0.1, 0.9], [0.7, 0.3], [0.5, 0.5], [0.55, 0.45]], dtype=np.float32
+    )
+    cell_index = np.array([0, 0, 1, 2, 2])
+    cells = predict_cells(probs, cell_index, 3)
+    np.testing.assert_array_equal(cells.window, [1, 2, 4])
+    np.testing.assert_array_equal(cells.label, [1, 0, 0])
+    np.testing.assert_allclose(cells.score, [0.9, 0.7, 0.55])
+
+
+def test_ties_pick_the_first_window_and_missing_windows_are_an_error() -> None:
+    probs = np.array([[0.5, 0.5], [0.5, 0.5]], dtype=np.float32)
+    assert predict_cells(probs, np.array([0, 0]), 1).window[0] == 0
+    with pytest.raises(ValueError, match="no window"):
+        predict_cells(probs, np.array([0, 0]), 2)
+
+
+def test_partial_last_batch_maps_to_the_right_windows(real_windows) -> None:
+    vocab, data = real_windows
+    seed_everything(3)
+    model = CellClassifier(spec_for(vocab)).eval()
+    whole = window_probabilities(model, data.windows, len(data.windows), CPU)
+    batched = window_probabilities(model, data.windows, 7, CPU)  # last batch is partial
+    np.testing.assert_allclose(whole, batched, rtol=1e-4, atol=1e-5)

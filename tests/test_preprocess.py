@@ -1,0 +1,154 @@
+"""Gene filter, normalisation rule, binning and alignment against slow references."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from conftest import counts_adata, random_counts
+
+from scgenai_flow.io import InputError, write_h5ad
+from scgenai_flow.preprocess import (
+    PreprocessSettings,
+    align_columns,
+    bin_rows,
+    column_map,
+    normalise_rows,
+    preprocess_file,
+    scan_matrix,
+    select_genes,
+)
+
+
+def reference_bins(matrix: sp.csr_matrix, num_bins: int) -> list[np.ndarray]:
+    """The SPEC's formula, one cell at a time with numpy's own linspace and digitize."""
+    out = []
+    for row in range(matrix.shape[0]):
+        values = matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]]
+        if values.size == 0:
+            out.append(values.astype(np.uint8))
+            continue
+        edges = np.linspace(1, values.max(), num_bins + 1)
+        out.append(np.clip(np.digitize(values, edges), 1, num_bins + 1).astype(np.uint8))
+    return out
+
+
+@pytest.mark.parametrize("num_bins", [1, 3, 10, 50])
+@pytest.mark.parametrize("scale", [0.9, 1.0, 7.0, 300.0])
+def test_binning_equals_spec_formula(num_bins: int, scale: float) -> None:
+    rng = np.random.default_rng(num_bins)
+    matrix = sp.random(300, 80, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    matrix.data = (matrix.data * scale).astype(np.float32)
+    # values on the edges and on the cell maximum, where float rounding bites
+    matrix.data[::7] = np.round(matrix.data[::7], 1)
+    matrix.data[::11] = 1.0
+    binned = bin_rows(matrix, num_bins)
+    assert binned.dtype == np.uint8
+    for row, expected in enumerate(reference_bins(matrix, num_bins)):
+        got = binned.data[binned.indptr[row] : binned.indptr[row + 1]]
+        np.testing.assert_array_equal(got, expected, err_msg=f"cell {row}")
+
+
+def test_binning_on_real_log_data(pbmc: ad.AnnData) -> None:
+    matrix = sp.csr_matrix(pbmc.X)
+    binned = bin_rows(matrix, 10)
+    expected = np.concatenate(reference_bins(matrix, 10))
+    np.testing.assert_array_equal(binned.data, expected)
+    assert binned.data.min() == 1 and binned.data.max() == 11
+
+
+def test_gene_filter_keeps_genes_in_enough_cells() -> None:
+    genes = np.array([f"G{i}" for i in range(6)])
+    expressed = np.array([0, 49, 50, 51, 700, 3])
+    kept = select_genes(genes, expressed, min_cells=50, seed=1)
+    assert sorted(kept) == ["G2", "G3", "G4"]
+    np.testing.assert_array_equal(kept, select_genes(genes, expressed, 50, seed=1))
+    with pytest.raises(InputError, match="min_cells=800"):
+        select_genes(genes, expressed, 800, seed=1)
+
+
+def test_gene_order_is_a_seeded_shuffle(pbmc_h5ad) -> None:
+    settings = PreprocessSettings(min_cells=0)
+    first = preprocess_file(pbmc_h5ad, settings).var_names
+    again = preprocess_file(pbmc_h5ad, settings).var_names
+    other = preprocess_file(pbmc_h5ad, PreprocessSettings(min_cells=0, seed=7)).var_names
+    assert list(first) == list(again)
+    assert list(first) != list(other) and sorted(first) == sorted(other)
+
+
+def test_raw_counts_are_normalised_like_scanpy(tmp_path) -> None:
+    adata = counts_adata(50, 30)
+    path = tmp_path / "counts.h5ad"
+    write_h5ad(adata, path)
+    assert scan_matrix(path).raw_counts
+    ours = normalise_rows(adata.X.tocsr(), raw_counts=True)
+    reference = adata.copy()
+    sc.pp.normalize_total(reference, target_sum=1e4)
+    sc.pp.log1p(reference)
+    np.testing.assert_allclose(ours.toarray(), reference.X.toarray(), rtol=1e-5)
+
+
+def test_log_data_is_not_renormalised(pbmc_h5ad, pbmc) -> None:
+    scan = scan_matrix(pbmc_h5ad)
+    assert not scan.raw_counts and scan.max_value == pytest.approx(pbmc.X.max())
+    matrix = sp.csr_matrix(pbmc.X)
+    assert normalise_rows(matrix, raw_counts=False) is matrix
+
+
+def test_scaled_data_with_negative_values_is_refused(tmp_path, pbmc) -> None:
+    scaled = ad.AnnData(X=np.asarray(pbmc.X.toarray()) - 1.0, obs=pbmc.obs, var=pbmc.var)
+    write_h5ad(scaled, tmp_path / "scaled.h5ad")
+    with pytest.raises(InputError, match="scaled.h5ad: X holds negative values"):
+        preprocess_file(tmp_path / "scaled.h5ad", PreprocessSettings())
+
+
+def test_alignment_zero_fills_missing_and_drops_unknown_genes() -> None:
+    trained = np.array(["C", "A", "D", "B"])
+    source = np.array(["A", "B", "X", "C"])  # D missing, X unknown
+    matrix = sp.csr_matrix(np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 5.0, 6.0, 0.0]], dtype=np.float32))
+    aligned = align_columns(matrix, column_map(source, trained), trained.size)
+    np.testing.assert_array_equal(aligned.toarray(), [[4.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 5.0]])
+    assert aligned.has_sorted_indices
+
+
+def test_aligned_file_matches_training_columns(tmp_path, pbmc_h5ad, pbmc) -> None:
+    train = preprocess_file(pbmc_h5ad, PreprocessSettings())
+    kept = pbmc.var_names[::2]  # half the trained genes missing, plus one unknown gene
+    matrix = sp.hstack([pbmc[:, kept].X, sp.csr_matrix(np.ones((pbmc.n_obs, 1), dtype=np.float32))])
+    query = ad.AnnData(X=sp.csr_matrix(matrix), obs=pbmc.obs.copy(), var=pd.DataFrame(index=[*kept, "NOT_A_GENE"]))
+    write_h5ad(query, tmp_path / "query.h5ad")
+    aligned = preprocess_file(tmp_path / "query.h5ad", PreprocessSettings(), train.var_names.to_numpy())
+    assert list(aligned.var_names) == list(train.var_names)
+    present = np.isin(train.var_names, kept)
+    assert aligned.X[:, ~present].nnz == 0
+    assert aligned.X[:, present].nnz > 0
+    assert list(aligned.obs.columns) == list(pbmc.obs.columns)
+
+
+def test_chunked_preprocessing_equals_whole(tmp_path) -> None:
+    adata = counts_adata(97, 45, seed=3)
+    adata.X[5] = 0  # an empty cell
+    adata.X = sp.csr_matrix(adata.X)
+    write_h5ad(adata, tmp_path / "c.h5ad")
+    whole = preprocess_file(tmp_path / "c.h5ad", PreprocessSettings(min_cells=5))
+    chunked = preprocess_file(tmp_path / "c.h5ad", PreprocessSettings(min_cells=5, chunk_cells=8))
+    assert (whole.X != chunked.X).nnz == 0 and list(whole.var_names) == list(chunked.var_names)
+    assert whole.X[5].nnz == 0
+
+
+def test_dense_and_sparse_inputs_agree(tmp_path) -> None:
+    adata = counts_adata(40, 20, seed=5)
+    write_h5ad(adata, tmp_path / "sparse.h5ad")
+    dense = adata.copy()
+    dense.X = adata.X.toarray()
+    write_h5ad(dense, tmp_path / "dense.h5ad")
+    a = preprocess_file(tmp_path / "sparse.h5ad", PreprocessSettings(min_cells=2))
+    b = preprocess_file(tmp_path / "dense.h5ad", PreprocessSettings(min_cells=2))
+    assert (a.X != b.X).nnz == 0
+
+
+def test_random_counts_helper_is_raw() -> None:
+    assert random_counts(10, 10, 0.5, 0).max() > 20

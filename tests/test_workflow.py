@@ -1,0 +1,130 @@
+"""The Snakemake DAG end to end on pbmc68k with tiny settings, and its re-run behaviour."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+MODEL_FILES = {
+    "config.json", "expression_vocab.npy", "gene_vocab.npy", "label_encoder_classes.npy", "pad_token_id.npy",
+    "scGenAI_model.pt", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+    "train_setting.yaml", "trained_genes.npy",
+}
+TINY = {
+    "preprocess": {"min_cells": 150},
+    "context": {"max_length": 128},
+    "model": {"size": "tiny"},
+    "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3},
+}
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in `workdir` with the default config plus overrides."""
+    overrides = workdir / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(config or TINY))
+    command = [
+        *SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args,
+        "--configfile", str(REPO / "config/config.yaml"), str(overrides),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, *targets: str, config: dict | None = None) -> dict[str, int]:
+    """Rule -> job count of a dry run."""
+    out = snakemake(workdir, *targets, "-n", "--quiet", "rules", config=config).stdout
+    table = out[out.index("Job stats") :] if "Job stats" in out else ""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    snakemake(workdir, "all")
+    return workdir
+
+
+@pytest.mark.slow
+def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
+    results = finished_run / "results"
+    for model in ("best_model", "last_model"):
+        assert MODEL_FILES <= {p.name for p in (results / "model" / model).iterdir()}
+    setting = yaml.safe_load((results / "model/best_model/train_setting.yaml").read_text())
+    assert setting["train"]["num_epochs"] == 2 and setting["context"]["max_length"] == 128
+    history = pd.read_csv(results / "model/combined_epoch_results.csv")
+    assert list(history.columns[:4]) == ["Epoch", "Train Loss", "Train Accuracy", "Validation Accuracy"]
+    assert list(history["Epoch"]) == [1, 2]
+    assert (results / "model/train_summary.pdf").read_bytes().startswith(b"%PDF")
+    for split in ("train", "val", "predict"):
+        assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
+        assert (results / f"contexts/{split}.npz").is_file()
+    for rule in ("split_data", "vocabulary", "train", "report", "predict"):
+        assert (results / "logs" / f"{rule}.log").is_file()
+        assert (results / "benchmarks" / f"{rule}.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_one_prediction_row_per_input_cell(finished_run: Path) -> None:
+    results = finished_run / "results"
+    cells = ad.read_h5ad(results / "data/predict.h5ad")
+    table = pd.read_csv(results / "predictions.csv", index_col=0)
+    assert list(table.index) == list(cells.obs_names)
+    assert list(table.columns) == [*cells.obs.columns, "context_id", "PredictedFeature", "prediction_score"]
+    assert table["prediction_score"].between(0, 1).all()
+    classes = np.load(results / "model/best_model/label_encoder_classes.npy")
+    assert set(table["PredictedFeature"]) <= set(classes)
+    assert table["context_id"].str.match(r"window_\d+").all()
+    # two epochs of a tiny model already beat the majority class (Dendritic, 34%)
+    accuracy = (table["PredictedFeature"] == table["bulk_labels"]).mean()
+    assert accuracy > 0.4
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_run_and_parameter_changes_rerun_only_dependants(finished_run: Path) -> None:
+    assert planned_jobs(finished_run, "all") == {}
+    epochs = {**TINY, "train": {**TINY["train"], "num_epochs": 3}}
+    assert planned_jobs(finished_run, "all", config=epochs) == {"train": 1, "report": 1, "predict": 1, "all": 1}
+    length = {**TINY, "context": {"max_length": 64}}
+    assert planned_jobs(finished_run, "all", config=length) == {
+        "contexts": 3, "train": 1, "report": 1, "predict": 1, "all": 1,
+    }
+    bins = {**TINY, "preprocess": {"min_cells": 150, "num_bins": 5}}
+    assert set(planned_jobs(finished_run, "all", config=bins)) == {
+        "preprocess_train", "preprocess_aligned", "vocabulary", "contexts", "train", "report", "predict", "all",
+    }
+
+
+def test_prediction_target_builds_only_what_prediction_needs(tmp_path: Path) -> None:
+    jobs = planned_jobs(tmp_path, "results/predictions.csv")
+    assert "report" not in jobs and "all" not in jobs
+    assert jobs["predict"] == 1 and jobs["train"] == 1 and jobs["contexts"] == 3
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, "-n", config={"train": {"num_epoch": 3}}, check=False)
+    assert result.returncode != 0
+    assert "unknown config key 'train.num_epoch'; did you mean 'train.num_epochs'?" in result.stdout + result.stderr
+    result = snakemake(tmp_path, "-n", config={"context": {"max_length": 63}}, check=False)
+    assert result.returncode != 0 and "max_length" in result.stdout + result.stderr
+
+
+def test_lint_and_format_are_clean(tmp_path: Path) -> None:
+    lint = snakemake(tmp_path, "--lint", check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow/rules").glob("*.smk")))]
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr

@@ -1,0 +1,80 @@
+import os
+import sys
+
+import yaml
+from snakemake.utils import validate
+
+SRC = os.path.join(workflow.basedir, "src")
+# Rule scripts import the package from this checkout, also in conda envs and cluster jobs.
+sys.path.insert(0, SRC)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from scgenai_flow.config import check_config
+from scgenai_flow.data import EMBEDDED
+
+SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+with open(SCHEMA) as handle:
+    check_config(config, yaml.safe_load(handle))
+validate(config, SCHEMA)
+
+R = config["results"]
+DATA = config["data"]
+ENV = "../../envs/scgenai-flow.yaml"
+EMBEDDED_DATA = DATA["train"] is None
+HAS_PREDICT = EMBEDDED_DATA or DATA["predict"] is not None
+
+
+def split_fractions():
+    """Parts the split rule carves out of its source ("train" takes the rest)."""
+    if EMBEDDED_DATA:
+        return {"val": DATA["val_fraction"], "predict": DATA["predict_fraction"]}
+    if DATA["val"] is None:
+        return {"val": DATA["val_fraction"]}
+    return {}
+
+
+def source_h5ad(split):
+    """The h5ad a split is read from: the user's file or the split rule's output."""
+    given = DATA[split]
+    if given is not None and not (split == "train" and EMBEDDED_DATA):
+        return given
+    return f"{R}/data/{split}.h5ad"
+
+
+def uses_raw(split):
+    """`.raw` is read from user files only; split outputs already hold the chosen matrix."""
+    return DATA["use_raw"] and source_h5ad(split) == DATA[split]
+
+
+def preprocess_settings(split):
+    """Settings of the preprocess rules (params: a change re-runs them)."""
+    return {
+        "num_bins": config["preprocess"]["num_bins"],
+        "min_cells": config["preprocess"]["min_cells"],
+        "seed": config["seed"],
+        "use_raw": uses_raw(split),
+        "chunk_cells": config["preprocess"]["chunk_cells"],
+    }
+
+
+def log(name):
+    return f"{R}/logs/{name}.log"
+
+
+def bench(name):
+    return f"{R}/benchmarks/{name}.tsv"
+
+
+def all_targets():
+    targets = [
+        f"{R}/model/best_model",
+        f"{R}/model/last_model",
+        f"{R}/model/combined_epoch_results.csv",
+        f"{R}/model/train_summary.pdf",
+    ]
+    if HAS_PREDICT:
+        targets.append(f"{R}/predictions.csv")
+    return targets

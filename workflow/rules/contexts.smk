@@ -1,0 +1,29 @@
+rule contexts:
+    """Token windows of one split with the configured context method."""
+    input:
+        h5ad=f"{R}/preprocessed/{{split}}.h5ad",
+        vocab=f"{R}/vocab",
+    output:
+        f"{R}/contexts/{{split}}.npz",
+    log:
+        log("contexts/{split}"),
+    benchmark:
+        bench("contexts/{split}")
+    wildcard_constraints:
+        split="train|val|predict",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings={
+            "method": config["context"]["method"],
+            "max_length": config["context"]["max_length"],
+            "depth": config["context"]["depth"],
+            "seed": config["seed"],
+        },
+        target_feature=DATA["target_feature"],
+        labels_required=lambda wc: wc.split != "predict",
+    script:
+        "../../scripts/contexts.py"

@@ -1,0 +1,26 @@
+SPLITS = ["train", *split_fractions()]
+
+
+if len(SPLITS) > 1:
+
+    rule split_data:
+        """Seeded stratified split of the embedded data (or of a user train file without val)."""
+        output:
+            **{split: f"{R}/data/{split}.h5ad" for split in SPLITS},
+        log:
+            log("split_data"),
+        benchmark:
+            bench("split_data")
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+        params:
+            source=EMBEDDED if EMBEDDED_DATA else DATA["train"],
+            use_raw=DATA["use_raw"],
+            target_feature=DATA["target_feature"],
+            fractions=split_fractions(),
+            seed=config["seed"],
+        script:
+            "../../scripts/split_data.py"

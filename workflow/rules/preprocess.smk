@@ -1,0 +1,43 @@
+rule preprocess_train:
+    """Filter genes, fix the vocabulary gene order, normalise and bin the training cells."""
+    input:
+        h5ad=source_h5ad("train"),
+    output:
+        f"{R}/preprocessed/train.h5ad",
+    log:
+        log("preprocess/train"),
+    benchmark:
+        bench("preprocess/train")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings=preprocess_settings("train"),
+    script:
+        "../../scripts/preprocess.py"
+
+
+rule preprocess_aligned:
+    """Align a val or predict file to the trained genes, then normalise and bin it."""
+    input:
+        h5ad=lambda wc: source_h5ad(wc.split),
+        vocab=f"{R}/vocab",
+    output:
+        f"{R}/preprocessed/{{split}}.h5ad",
+    log:
+        log("preprocess/{split}"),
+    benchmark:
+        bench("preprocess/{split}")
+    wildcard_constraints:
+        split="val|predict",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings=lambda wc: preprocess_settings(wc.split),
+    script:
+        "../../scripts/preprocess.py"
