@@ -44,10 +44,34 @@ def run_stages(pbmc, out: Path) -> dict:
     for split in ("val", "predict"):
         write_h5ad(preprocess_file(files[split], settings, genes), out / f"pre/{split}.h5ad")
     for split in ("train", "val", "predict"):
-        windows_from_preprocessed(out / f"pre/{split}.h5ad", out / "vocab", context, "bulk_labels", split != "predict", out / f"ctx/{split}.npz")
-    outputs = TrainOutputs(str(out / "model/best_model"), str(out / "model/last_model"), str(out / "model/history.csv"))
-    train_from_files(str(out / "ctx/train.npz"), str(out / "ctx/val.npz"), str(out / "vocab"), copy.deepcopy(config), outputs, threads=2)
-    predict_from_files(str(out / "ctx/predict.npz"), str(out / "pre/predict.h5ad"), outputs.best_model, 64, 0, 2, str(out / "predictions.csv"))
+        windows_from_preprocessed(
+            out / f"pre/{split}.h5ad",
+            out / "vocab",
+            context,
+            "bulk_labels",
+            split != "predict",
+            out / f"ctx/{split}.npz",
+        )
+    outputs = TrainOutputs(
+        str(out / "model/best_model"), str(out / "model/last_model"), str(out / "model/history.csv")
+    )
+    train_from_files(
+        str(out / "ctx/train.npz"),
+        str(out / "ctx/val.npz"),
+        str(out / "vocab"),
+        copy.deepcopy(config),
+        outputs,
+        threads=2,
+    )
+    predict_from_files(
+        str(out / "ctx/predict.npz"),
+        str(out / "pre/predict.h5ad"),
+        outputs.best_model,
+        64,
+        0,
+        2,
+        str(out / "predictions.csv"),
+    )
     return config
 
 

@@ -118,7 +118,9 @@ def test_aligned_file_matches_training_columns(tmp_path, pbmc_h5ad, pbmc) -> Non
     train = preprocess_file(pbmc_h5ad, PreprocessSettings())
     kept = pbmc.var_names[::2]  # half the trained genes missing, plus one unknown gene
     matrix = sp.hstack([pbmc[:, kept].X, sp.csr_matrix(np.ones((pbmc.n_obs, 1), dtype=np.float32))])
-    query = ad.AnnData(X=sp.csr_matrix(matrix), obs=pbmc.obs.copy(), var=pd.DataFrame(index=[*kept, "NOT_A_GENE"]))
+    query = ad.AnnData(
+        X=sp.csr_matrix(matrix), obs=pbmc.obs.copy(), var=pd.DataFrame(index=[*kept, "NOT_A_GENE"])
+    )
     write_h5ad(query, tmp_path / "query.h5ad")
     aligned = preprocess_file(tmp_path / "query.h5ad", PreprocessSettings(), train.var_names.to_numpy())
     assert list(aligned.var_names) == list(train.var_names)

@@ -37,7 +37,9 @@ def test_tokenize_interleaves_gene_and_bin_in_vocabulary_order() -> None:
     binned = sp.csr_matrix(np.array([[0, 3, 0, 11, 1], [0, 0, 0, 0, 0], [2, 0, 0, 0, 0]], dtype=np.uint8))
     tokens, offsets = vocab.tokenize(binned)
     g, b = vocab.gene_offset, vocab.bin_offset - 1
-    np.testing.assert_array_equal(tokens[offsets[0] : offsets[1]], [g + 1, b + 3, g + 3, b + 11, g + 4, b + 1])
+    np.testing.assert_array_equal(
+        tokens[offsets[0] : offsets[1]], [g + 1, b + 3, g + 3, b + 11, g + 4, b + 1]
+    )
     assert offsets[1] == offsets[2]  # empty cell has no token
     np.testing.assert_array_equal(tokens[offsets[2] :], [g + 0, b + 2])
 
@@ -104,7 +106,9 @@ def test_sliding_window_invariants(max_length: int) -> None:
         for k, (row, length) in enumerate(zip(rows, lens)):
             # window k starts at k * stride, on a gene token
             np.testing.assert_array_equal(row[:length], cell_tokens[k * stride : k * stride + length])
-        covered = np.unique(np.concatenate([np.arange(k * stride, k * stride + ln) for k, ln in enumerate(lens)]))
+        covered = np.unique(
+            np.concatenate([np.arange(k * stride, k * stride + ln) for k, ln in enumerate(lens)])
+        )
         np.testing.assert_array_equal(covered, np.arange(n))  # every token appears in some window
         assert (lens < max_length).sum() <= 1
 

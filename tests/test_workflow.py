@@ -17,9 +17,17 @@ from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 MODEL_FILES = {
-    "config.json", "expression_vocab.npy", "gene_vocab.npy", "label_encoder_classes.npy", "pad_token_id.npy",
-    "scGenAI_model.pt", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
-    "train_setting.yaml", "trained_genes.npy",
+    "config.json",
+    "expression_vocab.npy",
+    "gene_vocab.npy",
+    "label_encoder_classes.npy",
+    "pad_token_id.npy",
+    "scGenAI_model.pt",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "train_setting.yaml",
+    "trained_genes.npy",
 }
 TINY = {
     "preprocess": {"min_cells": 150},
@@ -29,18 +37,31 @@ TINY = {
 }
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in `workdir` with the default config plus overrides."""
     overrides = workdir / "overrides.yaml"
     overrides.write_text(yaml.safe_dump(config or TINY))
     command = [
-        *SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args,
-        "--configfile", str(REPO / "config/config.yaml"), str(overrides),
+        *SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+        "--configfile",
+        str(REPO / "config/config.yaml"),
+        str(overrides),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -97,14 +118,30 @@ def test_one_prediction_row_per_input_cell(finished_run: Path) -> None:
 def test_nothing_to_do_after_a_run_and_parameter_changes_rerun_only_dependants(finished_run: Path) -> None:
     assert planned_jobs(finished_run, "all") == {}
     epochs = {**TINY, "train": {**TINY["train"], "num_epochs": 3}}
-    assert planned_jobs(finished_run, "all", config=epochs) == {"train": 1, "report": 1, "predict": 1, "all": 1}
+    assert planned_jobs(finished_run, "all", config=epochs) == {
+        "train": 1,
+        "report": 1,
+        "predict": 1,
+        "all": 1,
+    }
     length = {**TINY, "context": {"max_length": 64}}
     assert planned_jobs(finished_run, "all", config=length) == {
-        "contexts": 3, "train": 1, "report": 1, "predict": 1, "all": 1,
+        "contexts": 3,
+        "train": 1,
+        "report": 1,
+        "predict": 1,
+        "all": 1,
     }
     bins = {**TINY, "preprocess": {"min_cells": 150, "num_bins": 5}}
     assert set(planned_jobs(finished_run, "all", config=bins)) == {
-        "preprocess_train", "preprocess_aligned", "vocabulary", "contexts", "train", "report", "predict", "all",
+        "preprocess_train",
+        "preprocess_aligned",
+        "vocabulary",
+        "contexts",
+        "train",
+        "report",
+        "predict",
+        "all",
     }
 
 
@@ -117,7 +154,10 @@ def test_prediction_target_builds_only_what_prediction_needs(tmp_path: Path) -> 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     result = snakemake(tmp_path, "-n", config={"train": {"num_epoch": 3}}, check=False)
     assert result.returncode != 0
-    assert "unknown config key 'train.num_epoch'; did you mean 'train.num_epochs'?" in result.stdout + result.stderr
+    assert (
+        "unknown config key 'train.num_epoch'; did you mean 'train.num_epochs'?"
+        in result.stdout + result.stderr
+    )
     result = snakemake(tmp_path, "-n", config={"context": {"max_length": 63}}, check=False)
     assert result.returncode != 0 and "max_length" in result.stdout + result.stderr
 
@@ -126,5 +166,7 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
     lint = snakemake(tmp_path, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow/rules").glob("*.smk")))]
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stderr

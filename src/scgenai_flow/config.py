@@ -17,7 +17,9 @@ def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: s
         where = f"{prefix}{key}"
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; expected one of {', '.join(known)}"
+            hint = (
+                f"; did you mean '{prefix}{close[0]}'?" if close else f"; expected one of {', '.join(known)}"
+            )
             messages.append(f"unknown config key '{where}'{hint}")
         elif isinstance(value, Mapping) and known[key].get("type") == "object":
             messages.extend(unknown_keys(value, known[key], f"{where}."))

@@ -27,9 +27,7 @@ def embedded_pbmc68k() -> ad.AnnData:
     )
 
 
-def stratified_split(
-    labels: pd.Series, fractions: dict[str, float], seed: int
-) -> dict[str, np.ndarray]:
+def stratified_split(labels: pd.Series, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Split cell positions by label: each named part takes its fraction of every class
     (rounded), and "train" takes the rest."""
     if labels.isna().any():

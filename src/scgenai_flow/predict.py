@@ -106,7 +106,8 @@ def predict_from_files(
         raise InputError(f"{windows_npz}: windows were built with another vocabulary than {model_dir}")
     if windows.tokens.shape[1] > model.spec.max_length:
         raise InputError(
-            f"{windows_npz}: windows of {windows.tokens.shape[1]} tokens exceed the model's {model.spec.max_length}"
+            f"{windows_npz}: windows of {windows.tokens.shape[1]} tokens"
+            f" exceed the model's {model.spec.max_length}"
         )
     obs = read_obs(cells_h5ad)
     probs = window_probabilities(model, windows, batch_size, device)

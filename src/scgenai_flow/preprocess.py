@@ -37,9 +37,7 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
     """Check values and count expressing cells per gene, chunk by chunk."""
     info = h5ad_info(path, use_raw)
     if info.n_cells == 0 or info.n_genes == 0:
-        raise InputError(
-            f"{path}: empty expression matrix ({info.n_cells} cells x {info.n_genes} genes)"
-        )
+        raise InputError(f"{path}: empty expression matrix ({info.n_cells} cells x {info.n_genes} genes)")
     expressed = np.zeros(info.n_genes, dtype=np.int64)
     max_value = 0.0
     for chunk in iter_csr_chunks(path, chunk_cells, use_raw):
@@ -66,9 +64,7 @@ def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
         raise InputError(f"{path}: duplicate gene names in var_names ({dups}); expected unique")
 
 
-def select_genes(
-    genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int, seed: int
-) -> np.ndarray:
+def select_genes(genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int, seed: int) -> np.ndarray:
     """Genes expressed in at least `min_cells` cells, in the seeded vocabulary order."""
     kept = genes[expressed_cells >= min_cells]
     if kept.size == 0:
@@ -191,7 +187,11 @@ def preprocess_file(
         log.warning("%s: only %d of %d trained genes present", path, overlap, trained_genes.size)
     log.info(
         "%s: %d cells, %d genes -> %d vocabulary genes (%d present); %s",
-        path, scan.n_cells, genes.size, trained_genes.size, overlap,
+        path,
+        scan.n_cells,
+        genes.size,
+        trained_genes.size,
+        overlap,
         "raw counts: normalised to 1e4 + log1p" if scan.raw_counts else "log-normalised: kept",
     )
     nnz_out = int(scan.expressed_cells[col_map >= 0].sum())

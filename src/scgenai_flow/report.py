@@ -52,7 +52,10 @@ def _table(rows: list[list[str]], widths: list[float], header: bool = True) -> T
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
     ]
     if header:
-        style += [("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey), ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold")]
+        style += [
+            ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
+            ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+        ]
     table.setStyle(TableStyle(style))
     return table
 
@@ -79,7 +82,8 @@ def write_train_summary(
         _table([[k, v] for k, v in facts.items()], [5 * cm, 11 * cm], header=False),
         Spacer(1, 0.4 * cm),
         Paragraph(
-            f"Best epoch {int(best['Epoch'])}: validation accuracy (cells) {best['Validation Accuracy']:.3f}, "
+            f"Best epoch {int(best['Epoch'])}: "
+            f"validation accuracy (cells) {best['Validation Accuracy']:.3f}, "
             f"validation accuracy (windows) {best['Validation Window Accuracy']:.3f}, "
             f"train loss {best['Train Loss']:.3f}.",
             styles["Normal"],
@@ -89,9 +93,15 @@ def write_train_summary(
         Paragraph("Per-epoch results", styles["Heading2"]),
     ]
     header = list(history.columns)
-    rows = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in history.itertuples(index=False)]
+    rows = [
+        [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        for row in history.itertuples(index=False)
+    ]
     story.append(_table([header, *rows], [2.4 * cm] * len(header)))
-    story += [Paragraph("Settings", styles["Heading2"]), _table([["key", "value"], *map(list, flatten(settings))], [6 * cm, 10 * cm])]
+    story += [
+        Paragraph("Settings", styles["Heading2"]),
+        _table([["key", "value"], *map(list, flatten(settings))], [6 * cm, 10 * cm]),
+    ]
     with atomic_path(target) as tmp:
         SimpleDocTemplate(str(tmp), pagesize=A4, title="scgenai-flow training summary").build(story)
 

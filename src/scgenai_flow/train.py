@@ -125,8 +125,13 @@ def fit(
         loss, accuracy = train_epoch(model, optimizer, train, settings.batch_size, rng, device)
         metrics = evaluate(model, val, settings.eval_batch_size, device)
         rows.append(
-            {"Epoch": epoch, "Train Loss": loss, "Train Accuracy": accuracy, **metrics,
-             "Seconds": time.perf_counter() - started}
+            {
+                "Epoch": epoch,
+                "Train Loss": loss,
+                "Train Accuracy": accuracy,
+                **metrics,
+                "Seconds": time.perf_counter() - started,
+            }
         )
         key = (metrics["Validation Accuracy"], -metrics["Validation Loss"])
         is_best = best is None or key > best
@@ -136,9 +141,7 @@ def fit(
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 
-def write_model_dir(
-    target: str | Path, model: CellClassifier, vocab: Vocabulary, settings: dict
-) -> None:
+def write_model_dir(target: str | Path, model: CellClassifier, vocab: Vocabulary, settings: dict) -> None:
     """A self-contained model directory (every file of the output spec), written atomically."""
     with atomic_path(target) as tmp:
         tmp.mkdir()
@@ -177,8 +180,14 @@ def train_from_files(
     model = CellClassifier(spec)
     log.info(
         "%s/%s: %d parameters on %s; %d train windows (%d cells), %d val windows (%d cells)",
-        spec.backbone, spec.size, count_parameters(model), device,
-        len(train.windows), train.n_cells, len(val.windows), val.n_cells,
+        spec.backbone,
+        spec.size,
+        count_parameters(model),
+        device,
+        len(train.windows),
+        train.n_cells,
+        len(val.windows),
+        val.n_cells,
     )
     settings = TrainSettings(
         num_epochs=config["train"]["num_epochs"],

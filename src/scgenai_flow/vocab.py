@@ -107,7 +107,10 @@ class Vocabulary:
         gene_ids = np.arange(self.genes.size) + self.gene_offset
         bins = np.arange(1, self.n_bin_tokens + 1)
         np.save(directory / "gene_vocab.npy", np.rec.fromarrays([self.genes, gene_ids], names="gene,id"))
-        np.save(directory / "expression_vocab.npy", np.rec.fromarrays([bins, bins - 1 + self.bin_offset], names="bin,id"))
+        np.save(
+            directory / "expression_vocab.npy",
+            np.rec.fromarrays([bins, bins - 1 + self.bin_offset], names="bin,id"),
+        )
         np.save(directory / "pad_token_id.npy", np.array(self.pad_id))
         np.save(directory / "trained_genes.npy", self.genes.astype(str))
         np.save(directory / "label_encoder_classes.npy", self.classes.astype(str))
@@ -149,7 +152,8 @@ def require_label_column(obs: pd.DataFrame, column: str, source: str) -> pd.Seri
     """The label column of `obs`, or an error listing the columns there are."""
     if column not in obs.columns:
         raise InputError(
-            f"{source}: obs has no column '{column}' (target_feature); columns: {', '.join(map(str, obs.columns))}"
+            f"{source}: obs has no column '{column}' (target_feature);"
+            f" columns: {', '.join(map(str, obs.columns))}"
         )
     return obs[column]
 

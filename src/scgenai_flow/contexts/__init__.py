@@ -43,17 +43,30 @@ class Windows:
     def __len__(self) -> int:
         return int(self.lengths.size)
 
+    def subset(self, rows: np.ndarray | slice) -> Windows:
+        """The windows at `rows` (cell indices unchanged)."""
+        return Windows(
+            self.tokens[rows],
+            self.lengths[rows],
+            self.cell_index[rows],
+            self.context_index[rows],
+            self.context_names,
+        )
+
     def context_ids(self) -> np.ndarray:
         """Context name of every window."""
         return self.context_names[self.context_index]
 
 
-ContextMethod = Callable[[sp.csr_matrix, Vocabulary, ContextSettings], Windows]
+ChunkWindows = Callable[[sp.csr_matrix], Windows]
+# A context method prepares once per data set (reads its reference, maps genes to integer
+# groups) and returns the function that turns a chunk of binned cells into windows.
+ContextMethod = Callable[[Vocabulary, ContextSettings], ChunkWindows]
 CONTEXT_METHODS: dict[str, ContextMethod] = {}
 
 
 def register(*names: str) -> Callable[[ContextMethod], ContextMethod]:
-    """Register a context method under one or more config names."""
+    """Register a context method factory under one or more config names."""
 
     def add(method: ContextMethod) -> ContextMethod:
         for name in names:
@@ -82,17 +95,18 @@ def build_windows(
     binned: sp.csr_matrix, vocab: Vocabulary, settings: ContextSettings, chunk_cells: int = 5000
 ) -> Windows:
     """Windows of every cell with the configured method, built chunk by chunk of cells."""
-    from . import sliding  # noqa: F401  (registers the built-in methods)
+    from . import genelist, sliding  # noqa: F401  (register the built-in methods)
 
     if settings.method not in CONTEXT_METHODS:
         raise InputError(
-            f"context.method '{settings.method}' is unknown; expected one of {', '.join(sorted(CONTEXT_METHODS))}"
+            f"context.method '{settings.method}' is unknown;"
+            f" expected one of {', '.join(sorted(CONTEXT_METHODS))}"
         )
     if settings.max_length < 4 or settings.max_length % 2:
         raise InputError(f"context.max_length={settings.max_length}: expected an even number >= 4")
-    method = CONTEXT_METHODS[settings.method]
+    chunk_windows = CONTEXT_METHODS[settings.method](vocab, settings)
     starts = list(range(0, binned.shape[0], chunk_cells)) or [0]
-    parts = [method(binned[s : s + chunk_cells], vocab, settings) for s in starts]
+    parts = [chunk_windows(binned[s : s + chunk_cells]) for s in starts]
     return concat_windows(parts, starts)
 
 
@@ -149,7 +163,11 @@ def windows_from_preprocessed(
     windows = build_windows(adata.X, vocab, settings)
     logging.getLogger(__name__).info(
         "%s: %d cells -> %d windows of %d tokens (%s)",
-        h5ad, adata.n_obs, len(windows), settings.max_length, settings.method,
+        h5ad,
+        adata.n_obs,
+        len(windows),
+        settings.max_length,
+        settings.method,
     )
     save_windows(target, windows, labels)
     return windows

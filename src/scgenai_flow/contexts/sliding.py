@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..vocab import UNK_ID, Vocabulary
-from . import ContextSettings, Windows, register
+from . import ChunkWindows, ContextSettings, Windows, register
 
 
 def sliding_windows(
@@ -19,9 +19,7 @@ def sliding_windows(
     window holding `<unk>`, so every cell gets a prediction.
     """
     n_tokens = np.diff(offsets)
-    n_windows = np.where(
-        n_tokens <= max_length, 1, (n_tokens - max_length + stride - 1) // stride + 1
-    )
+    n_windows = np.where(n_tokens <= max_length, 1, (n_tokens - max_length + stride - 1) // stride + 1)
     cell_index = np.repeat(np.arange(n_tokens.size, dtype=np.int32), n_windows)
     first = np.cumsum(n_windows) - n_windows
     number = np.arange(cell_index.size) - np.repeat(first, n_windows)
@@ -38,7 +36,11 @@ def sliding_windows(
 
 
 @register("random")
-def random_context(binned: sp.csr_matrix, vocab: Vocabulary, settings: ContextSettings) -> Windows:
+def random_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows:
     """Sliding windows over the interleaved `gene, bin` tokens of each cell."""
-    tokens, offsets = vocab.tokenize(binned)
-    return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
+
+    def chunk_windows(binned: sp.csr_matrix) -> Windows:
+        tokens, offsets = vocab.tokenize(binned)
+        return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
+
+    return chunk_windows

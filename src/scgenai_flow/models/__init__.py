@@ -9,9 +9,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-from .io import InputError
+from ..io import InputError
 
 WEIGHTS_FILE = "scGenAI_model.pt"
 CONFIG_FILE = "config.json"
@@ -68,54 +67,13 @@ def register(name: str) -> Callable[[Backbone], Backbone]:
     return add
 
 
-@register("llama")
-def llama(spec: ModelSpec) -> nn.Module:
-    d = spec.dims
-    config = LlamaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=d.hidden,
-        intermediate_size=d.ffn,
-        num_hidden_layers=d.layers,
-        num_attention_heads=d.heads,
-        num_key_value_heads=d.heads,
-        max_position_embeddings=spec.max_length,
-        pad_token_id=spec.pad_token_id,
-        bos_token_id=1,
-        eos_token_id=2,
-        attention_dropout=spec.dropout,
-        use_cache=False,
-    )
-    config._attn_implementation = "sdpa"
-    return LlamaModel(config)
-
-
-@register("gpt")
-def gpt(spec: ModelSpec) -> nn.Module:
-    d = spec.dims
-    config = GPT2Config(
-        vocab_size=spec.vocab_size,
-        n_positions=spec.max_length,
-        n_embd=d.hidden,
-        n_layer=d.layers,
-        n_head=d.heads,
-        n_inner=d.ffn,
-        pad_token_id=spec.pad_token_id,
-        bos_token_id=1,
-        eos_token_id=2,
-        resid_pdrop=spec.dropout,
-        embd_pdrop=spec.dropout,
-        attn_pdrop=spec.dropout,
-        use_cache=False,
-    )
-    config._attn_implementation = "sdpa"
-    return GPT2Model(config)
-
-
 class CellClassifier(nn.Module):
     """A backbone whose hidden state at each window's last real token feeds a linear head."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
+        from . import hf, scgent  # noqa: F401  (register the built-in backbones)
+
         if spec.backbone not in BACKBONES:
             raise InputError(
                 f"model.backbone '{spec.backbone}' is unknown; expected one of {', '.join(sorted(BACKBONES))}"
@@ -129,6 +87,8 @@ class CellClassifier(nn.Module):
         """Class logits of a batch of right-padded windows."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         mask = (positions[None, :] < lengths[:, None]).long()
+        if bool(mask.all()):
+            mask = None  # no padding: lets attention use its causal fast path
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
         return self.head(self.dropout(last))

@@ -1,0 +1,45 @@
+"""The `genelist` context: only the genes of a user's list, then sliding windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..io import InputError
+from ..preprocess import align_columns
+from ..vocab import Vocabulary
+from . import ChunkWindows, ContextSettings, Windows, register
+from .sliding import sliding_windows
+
+
+def read_gene_list(path: str | Path) -> np.ndarray:
+    """Gene symbols, one per line, no header; blank lines and surrounding spaces ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: gene list not found (context.genelist)")
+    genes = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+    if genes.size == 0:
+        raise InputError(f"{path}: gene list is empty (expected one gene symbol per line)")
+    if any(len(g.split()) > 1 for g in genes):
+        raise InputError(f"{path}: expected one gene symbol per line, found lines with several fields")
+    return genes
+
+
+@register("genelist")
+def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows:
+    """Keep the listed vocabulary genes of each cell, then slide windows as `random` does."""
+    path = settings.options.get("genelist")
+    if not path:
+        raise InputError("context.method 'genelist' needs context.genelist (a gene list file)")
+    listed = np.isin(vocab.genes, read_gene_list(path))
+    if not listed.any():
+        raise InputError(f"{path}: none of its genes is among the {vocab.genes.size} vocabulary genes")
+    keep = np.where(listed, np.arange(vocab.genes.size), -1)
+
+    def chunk_windows(binned: sp.csr_matrix) -> Windows:
+        tokens, offsets = vocab.tokenize(align_columns(binned, keep, vocab.genes.size))
+        return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
+
+    return chunk_windows
