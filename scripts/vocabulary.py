@@ -1,9 +1,12 @@
-"""Rule vocabulary: gene, bin and label vocabularies plus a Hugging Face tokenizer."""
+"""Rule vocabulary: gene, bin and label vocabularies, a Hugging Face tokenizer, the context reference."""
 
 from scgenai_flow.runtime import stage
 
 with stage(snakemake.log[0]):
+    from scgenai_flow.contexts.reference import write_vocabulary_dir
     from scgenai_flow.vocab import vocabulary_from_preprocessed
 
-    vocab = vocabulary_from_preprocessed(snakemake.input[0], snakemake.params.target_feature)
-    vocab.save(snakemake.output[0])
+    vocab = vocabulary_from_preprocessed(snakemake.input.h5ad, snakemake.params.target_feature)
+    write_vocabulary_dir(
+        vocab, snakemake.params.method, snakemake.input.get("reference"), snakemake.output[0]
+    )

@@ -57,7 +57,8 @@ def test_saved_model_reloads_with_identical_logits(tmp_path, real_windows, backb
     vocab, data = real_windows
     seed_everything(1)
     model = CellClassifier(spec_for(vocab, backbone)).eval()
-    write_model_dir(tmp_path / "m", model, vocab, {"seed": 1})
+    vocab.save(tmp_path / "vocab")
+    write_model_dir(tmp_path / "m", model, tmp_path / "vocab", {"seed": 1})
     loaded = load_model(tmp_path / "m")
     some = data.windows.subset(slice(0, 48))
     before = window_probabilities(model, some, 16, CPU)
@@ -104,7 +105,8 @@ def test_unknown_backbone_is_refused() -> None:
 
 def test_model_dir_with_a_missing_or_broken_file_is_refused(tmp_path, real_windows) -> None:
     vocab, _ = real_windows
-    write_model_dir(tmp_path / "m", CellClassifier(spec_for(vocab)), vocab, {})
+    vocab.save(tmp_path / "vocab")
+    write_model_dir(tmp_path / "m", CellClassifier(spec_for(vocab)), tmp_path / "vocab", {})
     (tmp_path / "m" / "scGenAI_model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="scGenAI_model.pt: cannot load weights"):
         load_model(tmp_path / "m")

@@ -90,7 +90,8 @@ def test_sliding_window_invariants(max_length: int) -> None:
     pad = -1
     windows = sliding_windows(tokens, offsets, max_length, stride, pad)
     assert windows.tokens.shape == (len(windows), max_length)
-    assert np.all(np.diff(windows.cell_index) >= 0) and set(windows.cell_index) == set(range(len(lengths)))
+    assert np.all(np.diff(windows.cell_index) >= 0)
+    assert set(windows.cell_index) == {c for c, n in enumerate(lengths) if n}
     assert stride % 2 == 0 and stride <= max_length // 2
     for cell, n in enumerate(lengths):
         mine = np.flatnonzero(windows.cell_index == cell)
@@ -98,7 +99,7 @@ def test_sliding_window_invariants(max_length: int) -> None:
         for row, length in zip(rows, lens):
             assert np.all(row[length:] == pad)  # padding only after the real tokens
         if n == 0:
-            assert len(mine) == 1 and rows[0, 0] == UNK_ID and lens[0] == 1
+            assert len(mine) == 0  # build_windows gives such cells an <unk> window
             continue
         expected_windows = 1 if n <= max_length else -(-(n - max_length) // stride) + 1
         assert len(mine) == expected_windows
@@ -128,6 +129,17 @@ def test_windows_from_real_cells_round_trip(tmp_path, pbmc) -> None:
     np.testing.assert_array_equal(loaded.tokens, whole.tokens)
     np.testing.assert_array_equal(loaded_labels, labels)
     assert loaded.context_ids()[0] == "window_0"
+
+
+@pytest.mark.parametrize("method", ["random", "genomic"])
+def test_a_cell_without_tokens_gets_one_unk_window(method: str) -> None:
+    vocab = small_vocab()
+    binned = sp.csr_matrix(np.array([[0, 3, 0, 11, 1], [0, 0, 0, 0, 0], [2, 0, 0, 0, 0]], dtype=np.uint8))
+    windows = build_windows(binned, vocab, ContextSettings(method=method, max_length=8))
+    np.testing.assert_array_equal(np.unique(windows.cell_index), [0, 1, 2])
+    empty = np.flatnonzero(windows.cell_index == 1)
+    assert empty.size == 1 and windows.tokens[empty[0], 0] == UNK_ID and windows.lengths[empty[0]] == 1
+    assert windows.context_ids()[empty[0]] == "no_expressed_gene"
 
 
 @pytest.mark.parametrize("max_length", [7, 2])

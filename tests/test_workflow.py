@@ -170,3 +170,42 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
         [sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True
     )
     assert fmt.returncode == 0, fmt.stderr
+
+
+def tiny_context(method: str, **extra) -> dict:
+    """One-epoch settings for a context method; only prediction's targets are built."""
+    return {
+        "preprocess": {"min_cells": 150},
+        "context": {"method": method, "max_length": 64, **extra},
+        "model": {"size": "tiny", "backbone": "scgent"},
+        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3},
+    }
+
+
+@pytest.mark.slow
+def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
+    genes = list(pbmc.var_names)
+    (tmp_path / "genes.txt").write_text("\n".join(genes[::2]) + "\n")
+    (tmp_path / "sets.gmt").write_text(
+        "".join(f"SET{i}\tgenes {i}\t" + "\t".join(genes[i * 40 : i * 40 + 60]) + "\n" for i in range(12))
+    )
+    cases = {
+        "genomic": tiny_context("genomic", depth=2),  # built-in cytoband table
+        "biofunction": tiny_context("biofunction", gmt=str(tmp_path / "sets.gmt")),
+        "genelist": tiny_context("genelist", genelist=str(tmp_path / "genes.txt")),
+    }
+    for method, config in cases.items():
+        workdir = tmp_path / method
+        workdir.mkdir()
+        snakemake(workdir, "results/predictions.csv", config=config)
+        results = workdir / "results"
+        table = pd.read_csv(results / "predictions.csv", index_col=0)
+        assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
+        reference = {"genomic": "context_cytobands.tsv", "biofunction": "context_gene_sets.gmt"}.get(
+            method, "context_genelist.txt"
+        )
+        assert (results / "model/best_model" / reference).is_file()  # prediction needs nothing else
+        if method == "genomic":
+            assert table["context_id"].str.match(r"^(\d+|X|Y)[pq]|unmapped").all()
+        if method == "biofunction":
+            assert table["context_id"].str.contains("SET|no_set_").all()

@@ -199,9 +199,9 @@ def train_from_files(
 
     def on_epoch(epoch: int, history: pd.DataFrame, is_best: bool) -> None:
         if is_best:
-            write_model_dir(outputs.best_model, model, vocab, config)
+            write_model_dir(outputs.best_model, model, vocab_dir, config)
         write_csv(history, outputs.history)
 
     history = fit(model, train, val, settings, device, on_epoch)
-    write_model_dir(outputs.last_model, model, vocab, config)
+    write_model_dir(outputs.last_model, model, vocab_dir, config)
     return history

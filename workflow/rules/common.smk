@@ -13,6 +13,7 @@ os.environ.update(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from scgenai_flow.config import check_config
+from scgenai_flow.contexts.reference import REFERENCES
 from scgenai_flow.data import EMBEDDED
 
 SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
@@ -58,6 +59,13 @@ def preprocess_settings(split):
         "use_raw": uses_raw(split),
         "chunk_cells": config["preprocess"]["chunk_cells"],
     }
+
+
+def context_reference():
+    """The user's reference file of the context method, as a named input (if any)."""
+    key = REFERENCES.get(config["context"]["method"], (None,))[0]
+    path = config["context"].get(key) if key else None
+    return {"reference": path} if path else {}
 
 
 def log(name):

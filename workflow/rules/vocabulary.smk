@@ -1,7 +1,8 @@
 rule vocabulary:
-    """Gene, bin and label vocabularies and a Hugging Face tokenizer, built offline."""
+    """Gene, bin and label vocabularies, a Hugging Face tokenizer (offline), the context reference."""
     input:
-        f"{R}/preprocessed/train.h5ad",
+        **context_reference(),
+        h5ad=f"{R}/preprocessed/train.h5ad",
     output:
         directory(f"{R}/vocab"),
     log:
@@ -15,5 +16,6 @@ rule vocabulary:
         mem_mb=2000,
     params:
         target_feature=DATA["target_feature"],
+        method=config["context"]["method"],
     script:
         "../../scripts/vocabulary.py"

@@ -58,9 +58,10 @@ class Windows:
         return self.context_names[self.context_index]
 
 
-ChunkWindows = Callable[[sp.csr_matrix], Windows]
+ChunkWindows = Callable[[sp.csr_matrix, int], Windows]
 # A context method prepares once per data set (reads its reference, maps genes to integer
-# groups) and returns the function that turns a chunk of binned cells into windows.
+# groups) and returns the function that turns a chunk of binned cells (and the index of
+# its first cell, so that seeded choices do not depend on chunking) into windows.
 ContextMethod = Callable[[Vocabulary, ContextSettings], ChunkWindows]
 CONTEXT_METHODS: dict[str, ContextMethod] = {}
 
@@ -91,11 +92,33 @@ def concat_windows(parts: list[Windows], cell_offsets: list[int]) -> Windows:
     )
 
 
+def with_empty_cells(windows: Windows, n_cells: int, max_length: int, pad_id: int) -> Windows:
+    """Give each cell without a window one window holding `<unk>`, so every cell is predicted."""
+    from ..vocab import UNK_ID
+
+    missing = np.setdiff1d(np.arange(n_cells), windows.cell_index)
+    if missing.size == 0:
+        return windows
+    filler = np.full((missing.size, max_length), pad_id, dtype=windows.tokens.dtype)
+    filler[:, 0] = UNK_ID
+    names = np.append(windows.context_names, "no_expressed_gene")
+    order = np.argsort(np.concatenate((windows.cell_index, missing)), kind="stable")
+    return Windows(
+        tokens=np.concatenate((windows.tokens, filler))[order],
+        lengths=np.concatenate((windows.lengths, np.ones(missing.size, dtype=np.int32)))[order],
+        cell_index=np.concatenate((windows.cell_index, missing.astype(np.int32)))[order],
+        context_index=np.concatenate(
+            (windows.context_index, np.full(missing.size, names.size - 1, dtype=np.int32))
+        )[order],
+        context_names=names,
+    )
+
+
 def build_windows(
     binned: sp.csr_matrix, vocab: Vocabulary, settings: ContextSettings, chunk_cells: int = 5000
 ) -> Windows:
     """Windows of every cell with the configured method, built chunk by chunk of cells."""
-    from . import genelist, sliding  # noqa: F401  (register the built-in methods)
+    from . import biofunction, genelist, genomic, sliding  # noqa: F401  (register the built-in methods)
 
     if settings.method not in CONTEXT_METHODS:
         raise InputError(
@@ -106,7 +129,15 @@ def build_windows(
         raise InputError(f"context.max_length={settings.max_length}: expected an even number >= 4")
     chunk_windows = CONTEXT_METHODS[settings.method](vocab, settings)
     starts = list(range(0, binned.shape[0], chunk_cells)) or [0]
-    parts = [chunk_windows(binned[s : s + chunk_cells]) for s in starts]
+    parts = [
+        with_empty_cells(
+            chunk_windows(binned[s : s + chunk_cells], s),
+            min(chunk_cells, binned.shape[0] - s),
+            settings.max_length,
+            vocab.pad_id,
+        )
+        for s in starts
+    ]
     return concat_windows(parts, starts)
 
 
@@ -146,12 +177,15 @@ def windows_from_preprocessed(
 ) -> Windows:
     """Build and save the windows of a preprocessed file; labels are -1 where unknown."""
     import logging
+    from dataclasses import replace
 
     import anndata as ad
 
     from ..vocab import require_label_column
+    from .reference import reference_options
 
     vocab = Vocabulary.load(vocab_dir)
+    settings = replace(settings, options=reference_options(settings.method, vocab_dir))
     adata = ad.read_h5ad(h5ad)
     if labels_required:
         labels = vocab.encode_labels(require_label_column(adata.obs, target_feature, str(h5ad)), str(h5ad))

@@ -38,7 +38,7 @@ def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindo
         raise InputError(f"{path}: none of its genes is among the {vocab.genes.size} vocabulary genes")
     keep = np.where(listed, np.arange(vocab.genes.size), -1)
 
-    def chunk_windows(binned: sp.csr_matrix) -> Windows:
+    def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:
         tokens, offsets = vocab.tokenize(align_columns(binned, keep, vocab.genes.size))
         return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
 

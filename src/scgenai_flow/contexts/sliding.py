@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..vocab import UNK_ID, Vocabulary
+from ..vocab import Vocabulary
 from . import ChunkWindows, ContextSettings, Windows, register
 
 
@@ -15,11 +15,11 @@ def sliding_windows(
 ) -> Windows:
     """Windows of `max_length` tokens every `stride` tokens until each cell's end is covered.
 
-    A cell no longer than a window is one padded window; a cell without tokens is one
-    window holding `<unk>`, so every cell gets a prediction.
+    A cell no longer than a window is one padded window; a cell without tokens has none.
     """
     n_tokens = np.diff(offsets)
     n_windows = np.where(n_tokens <= max_length, 1, (n_tokens - max_length + stride - 1) // stride + 1)
+    n_windows[n_tokens == 0] = 0
     cell_index = np.repeat(np.arange(n_tokens.size, dtype=np.int32), n_windows)
     first = np.cumsum(n_windows) - n_windows
     number = np.arange(cell_index.size) - np.repeat(first, n_windows)
@@ -28,9 +28,6 @@ def sliding_windows(
     padded = np.concatenate((tokens, np.full(max_length, pad_id, dtype=tokens.dtype)))
     windows = sliding_window_view(padded, max_length)[offsets[cell_index] + start]
     windows[np.arange(max_length) >= lengths[:, None]] = pad_id
-    empty = lengths == 0
-    windows[empty, 0] = UNK_ID
-    lengths[empty] = 1
     names = np.array([f"window_{k}" for k in range(int(n_windows.max(initial=1)))])
     return Windows(windows, lengths, cell_index, number.astype(np.int32), names)
 
@@ -39,7 +36,7 @@ def sliding_windows(
 def random_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows:
     """Sliding windows over the interleaved `gene, bin` tokens of each cell."""
 
-    def chunk_windows(binned: sp.csr_matrix) -> Windows:
+    def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:
         tokens, offsets = vocab.tokenize(binned)
         return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
 
