@@ -12,4 +12,5 @@ with stage(snakemake.log[0]):
         snakemake.params.target_feature,
         labels_required=snakemake.params.labels_required,
         target=snakemake.output[0],
+        adt_h5ad=snakemake.input.get("adt"),
     )

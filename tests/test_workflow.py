@@ -193,6 +193,7 @@ def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
         "genomic": tiny_context("genomic", depth=2),  # built-in cytoband table
         "biofunction": tiny_context("biofunction", gmt=str(tmp_path / "sets.gmt")),
         "genelist": tiny_context("genelist", genelist=str(tmp_path / "genes.txt")),
+        "multiomics": {**tiny_context("random", depth=2), "data": {"multiomics": True}},  # generated ADT
     }
     for method, config in cases.items():
         workdir = tmp_path / method
@@ -201,9 +202,12 @@ def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
         results = workdir / "results"
         table = pd.read_csv(results / "predictions.csv", index_col=0)
         assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
-        reference = {"genomic": "context_cytobands.tsv", "biofunction": "context_gene_sets.gmt"}.get(
-            method, "context_genelist.txt"
-        )
+        reference = {
+            "genomic": "context_cytobands.tsv",
+            "biofunction": "context_gene_sets.gmt",
+            "genelist": "context_genelist.txt",
+            "multiomics": "adt_vocab.npy",
+        }[method]
         assert (results / "model/best_model" / reference).is_file()  # prediction needs nothing else
         if method == "genomic":
             assert table["context_id"].str.match(r"^(\d+|X|Y)[pq]|unmapped").all()

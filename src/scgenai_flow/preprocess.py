@@ -221,3 +221,26 @@ def preprocess_file(
         "seed": settings.seed,
     }
     return result
+
+
+def preprocess_adt(
+    path: str | Path, cell_ids: pd.Index, settings: PreprocessSettings, features: np.ndarray | None = None
+) -> ad.AnnData:
+    """Binned ADT (protein) matrix, rows in the RNA file's cell order, matched by barcode.
+
+    Features keep the file's order (training) or follow the model's `features`."""
+    adt_cells = read_obs(path).index
+    if not adt_cells.is_unique:
+        raise InputError(f"{path}: duplicate cell barcodes in the ADT file")
+    position = adt_cells.get_indexer(cell_ids)
+    if (position < 0).any() or adt_cells.size != cell_ids.size:
+        missing = cell_ids[position < 0]
+        raise InputError(
+            f"{path}: ADT and RNA files must hold the same cells; {missing.size} of {cell_ids.size} RNA"
+            f" barcodes are not in the ADT file (e.g. {', '.join(map(str, missing[:3]))}) and it has"
+            f" {adt_cells.size} cells"
+        )
+    if features is None:
+        features = read_var_names(path)
+    binned = preprocess_file(path, settings, trained_genes=features)
+    return binned[position].copy()

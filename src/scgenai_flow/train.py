@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,11 +142,11 @@ def fit(
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 
-def write_model_dir(target: str | Path, model: CellClassifier, vocab: Vocabulary, settings: dict) -> None:
-    """A self-contained model directory (every file of the output spec), written atomically."""
+def write_model_dir(target: str | Path, model: CellClassifier, vocab_dir: str | Path, settings: dict) -> None:
+    """A self-contained model directory: the vocabulary dir's files (vocabulary, tokenizer,
+    context reference), the network, and the effective settings; written atomically."""
     with atomic_path(target) as tmp:
-        tmp.mkdir()
-        vocab.write_files(tmp)
+        shutil.copytree(vocab_dir, tmp, ignore=shutil.ignore_patterns(".*"))
         save_model(model, tmp)
         (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 

@@ -1,9 +1,9 @@
-"""Our own token vocabulary: special tokens, then genes, then expression bins, then PAD."""
+"""Our own token vocabulary: special tokens, genes, expression bins, [ADT features, ADT bins], PAD."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,17 @@ VOCAB_FILES = (
 )
 
 
+ADT_PREFIX = "ADT_"  # protein CD4 and gene CD4 are different tokens
+
+
 def bin_token(bin_id: int) -> str:
     """Token text of an expression bin."""
     return f"<bin{bin_id}>"
+
+
+def adt_bin_token(bin_id: int) -> str:
+    """Token text of a protein (ADT) expression bin."""
+    return f"<adtbin{bin_id}>"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class Vocabulary:
     genes: np.ndarray  # trained genes, in vocabulary order
     num_bins: int  # bins run 1..num_bins+1
     classes: np.ndarray  # label classes; index = encoded label
+    adt_features: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # multi-omics
+    adt_num_bins: int = 5
 
     @property
     def gene_offset(self) -> int:
@@ -53,8 +63,25 @@ class Vocabulary:
         return self.num_bins + 1
 
     @property
-    def pad_id(self) -> int:
+    def adt_offset(self) -> int:
         return self.bin_offset + self.n_bin_tokens
+
+    @property
+    def adt_bin_offset(self) -> int:
+        return self.adt_offset + self.adt_features.size
+
+    @property
+    def n_adt_bin_tokens(self) -> int:
+        return self.adt_num_bins + 1 if self.adt_features.size else 0
+
+    @property
+    def n_features(self) -> int:
+        """Columns of a (RNA, then ADT) binned matrix."""
+        return self.genes.size + self.adt_features.size
+
+    @property
+    def pad_id(self) -> int:
+        return self.adt_bin_offset + self.n_adt_bin_tokens
 
     @property
     def size(self) -> int:
@@ -68,7 +95,9 @@ class Vocabulary:
     def tokens(self) -> list[str]:
         """Token texts in id order."""
         bins = [bin_token(b) for b in range(1, self.n_bin_tokens + 1)]
-        return [*SPECIAL_TOKENS.values(), *self.genes.tolist(), *bins, PAD_TOKEN]
+        adt = [ADT_PREFIX + f for f in self.adt_features.tolist()]
+        adt_bins = [adt_bin_token(b) for b in range(1, self.n_adt_bin_tokens + 1)]
+        return [*SPECIAL_TOKENS.values(), *self.genes.tolist(), *bins, *adt, *adt_bins, PAD_TOKEN]
 
     def encode_labels(self, labels: pd.Series | np.ndarray, source: str) -> np.ndarray:
         """Label texts → class indices; a label the model does not know is an error."""
@@ -79,11 +108,22 @@ class Vocabulary:
             raise InputError(f"{source}: labels never seen in training: {unknown}")
         return codes.astype(np.int32)
 
+    def feature_tokens(self, columns: np.ndarray) -> np.ndarray:
+        """Token ids of binned-matrix columns: the genes, then (multi-omics) the ADT features."""
+        columns = np.asarray(columns)
+        offset = np.where(columns < self.genes.size, self.gene_offset, self.adt_offset - self.genes.size)
+        return (columns + offset).astype(self.token_dtype)
+
+    def bin_tokens(self, columns: np.ndarray, bins: np.ndarray) -> np.ndarray:
+        """Token ids of expression bins (1-based) of the given columns (RNA or ADT bins)."""
+        first = np.where(np.asarray(columns) < self.genes.size, self.bin_offset - 1, self.adt_bin_offset - 1)
+        return (bins.astype(self.token_dtype) + first).astype(self.token_dtype)
+
     def tokenize(self, binned: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Interleaved `gene, bin` token ids of all cells, and each cell's token offsets."""
+        """Interleaved `feature, bin` token ids of all cells, and each cell's token offsets."""
         tokens = np.empty(2 * binned.nnz, dtype=self.token_dtype)
-        tokens[0::2] = self.gene_offset + binned.indices
-        tokens[1::2] = binned.data.astype(self.token_dtype) + (self.bin_offset - 1)
+        tokens[0::2] = self.feature_tokens(binned.indices)
+        tokens[1::2] = self.bin_tokens(binned.indices, binned.data)
         return tokens, 2 * binned.indptr.astype(np.int64)
 
     def hf_tokenizer(self):  # -> transformers.PreTrainedTokenizerFast (imported lazily: slow)
@@ -114,6 +154,17 @@ class Vocabulary:
         np.save(directory / "pad_token_id.npy", np.array(self.pad_id))
         np.save(directory / "trained_genes.npy", self.genes.astype(str))
         np.save(directory / "label_encoder_classes.npy", self.classes.astype(str))
+        if self.adt_features.size:
+            adt_ids = np.arange(self.adt_features.size) + self.adt_offset
+            adt_bins = np.arange(1, self.n_adt_bin_tokens + 1)
+            np.save(
+                directory / "adt_vocab.npy",
+                np.rec.fromarrays([self.adt_features, adt_ids], names="feature,id"),
+            )
+            np.save(
+                directory / "adt_expression_vocab.npy",
+                np.rec.fromarrays([adt_bins, adt_bins - 1 + self.adt_bin_offset], names="bin,id"),
+            )
         self.hf_tokenizer().save_pretrained(directory)
         specials = {**SPECIAL_TOKENS, "pad_token": PAD_TOKEN}
         (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
@@ -128,15 +179,29 @@ class Vocabulary:
         genes = np.load(directory / "trained_genes.npy")
         bins = np.load(directory / "expression_vocab.npy")
         classes = np.load(directory / "label_encoder_classes.npy")
-        vocab = cls(genes=genes, num_bins=int(bins.size) - 1, classes=classes)
+        adt = {}
+        if (directory / "adt_vocab.npy").is_file():
+            adt = {
+                "adt_features": np.load(directory / "adt_vocab.npy")["feature"].astype(str),
+                "adt_num_bins": int(np.load(directory / "adt_expression_vocab.npy").size) - 1,
+            }
+        vocab = cls(genes=genes, num_bins=int(bins.size) - 1, classes=classes, **adt)
         if int(np.load(directory / "pad_token_id.npy")) != vocab.pad_id:
             raise InputError(f"{directory}/pad_token_id.npy disagrees with the gene and bin vocabularies")
         return vocab
 
 
-def build_vocabulary(genes: np.ndarray, num_bins: int, labels: pd.Series, source: str) -> Vocabulary:
+def build_vocabulary(
+    genes: np.ndarray,
+    num_bins: int,
+    labels: pd.Series,
+    source: str,
+    adt_features: np.ndarray | None = None,
+    adt_num_bins: int = 5,
+) -> Vocabulary:
     """Vocabulary of the preprocessed training data; classes sorted like a label encoder."""
-    bad = [g for g in genes if not g or any(c.isspace() for c in g)]
+    adt = np.asarray(adt_features if adt_features is not None else [], dtype=str)
+    bad = [g for g in [*genes, *adt] if not g or any(c.isspace() for c in g)]
     if bad:
         raise InputError(f"{source}: gene names must be non-empty without whitespace: {bad[:5]}")
     present = labels.dropna()
@@ -145,7 +210,13 @@ def build_vocabulary(genes: np.ndarray, num_bins: int, labels: pd.Series, source
     classes = np.unique(np.asarray(present, dtype=str))
     if classes.size < 2:
         raise InputError(f"{source}: column '{labels.name}' has {classes.size} class; expected at least 2")
-    return Vocabulary(genes=np.asarray(genes, dtype=str), num_bins=num_bins, classes=classes)
+    return Vocabulary(
+        genes=np.asarray(genes, dtype=str),
+        num_bins=num_bins,
+        classes=classes,
+        adt_features=adt,
+        adt_num_bins=adt_num_bins,
+    )
 
 
 def require_label_column(obs: pd.DataFrame, column: str, source: str) -> pd.Series:
@@ -158,14 +229,25 @@ def require_label_column(obs: pd.DataFrame, column: str, source: str) -> pd.Seri
     return obs[column]
 
 
-def vocabulary_from_preprocessed(path: str | Path, target_feature: str) -> Vocabulary:
-    """Vocabulary of a preprocessed training file (genes in its column order)."""
+def vocabulary_from_preprocessed(
+    path: str | Path, target_feature: str, adt_path: str | Path | None = None
+) -> Vocabulary:
+    """Vocabulary of a preprocessed training file (genes in its column order), with the
+    ADT features of its preprocessed ADT file in multi-omics mode."""
     import anndata as ad
 
     adata = ad.read_h5ad(path, backed="r")
     labels = require_label_column(adata.obs, target_feature, str(path))
+    adt: dict = {}
+    if adt_path:
+        proteins = ad.read_h5ad(adt_path, backed="r")
+        adt = {
+            "adt_features": np.asarray(proteins.var_names),
+            "adt_num_bins": int(proteins.uns["preprocess"]["num_bins"]),
+        }
+        proteins.file.close()
     vocab = build_vocabulary(
-        np.asarray(adata.var_names), int(adata.uns["preprocess"]["num_bins"]), labels, str(path)
+        np.asarray(adata.var_names), int(adata.uns["preprocess"]["num_bins"]), labels, str(path), **adt
     )
     adata.file.close()
     return vocab

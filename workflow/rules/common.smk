@@ -26,6 +26,11 @@ DATA = config["data"]
 ENV = "../../envs/scgenai-flow.yaml"
 EMBEDDED_DATA = DATA["train"] is None
 HAS_PREDICT = EMBEDDED_DATA or DATA["predict"] is not None
+MULTIOMICS = DATA["multiomics"]
+if MULTIOMICS and not EMBEDDED_DATA and DATA["val"] is None:
+    raise ValueError(
+        "data.multiomics with your own data needs data.val and data.val_adt"
+    )
 
 
 def split_fractions():
@@ -43,6 +48,33 @@ def source_h5ad(split):
     if given is not None and not (split == "train" and EMBEDDED_DATA):
         return given
     return f"{R}/data/{split}.h5ad"
+
+
+def adt_source(split):
+    """The ADT h5ad of a split: the user's file, or generated beside the embedded data."""
+    given = DATA[f"{split}_adt"]
+    if given is not None:
+        return given
+    if EMBEDDED_DATA:
+        return f"{R}/data/{split}_adt.h5ad"
+    raise ValueError(
+        f"data.multiomics is true: data.{split}_adt (an ADT .h5ad) is required"
+    )
+
+
+def adt_input(split):
+    """The preprocessed ADT file of a split as a named input, in multi-omics mode."""
+    return {"adt": f"{R}/preprocessed/{split}_adt.h5ad"} if MULTIOMICS else {}
+
+
+def adt_settings():
+    return {
+        "num_bins": config["preprocess"]["adt_num_bins"],
+        "min_cells": 0,
+        "seed": config["seed"],
+        "use_raw": False,
+        "chunk_cells": config["preprocess"]["chunk_cells"],
+    }
 
 
 def uses_raw(split):

@@ -1,6 +1,7 @@
 rule contexts:
     """Token windows of one split with the configured context method."""
     input:
+        unpack(lambda wc: adt_input(wc.split)),
         h5ad=f"{R}/preprocessed/{{split}}.h5ad",
         vocab=f"{R}/vocab",
     output:

@@ -7,6 +7,11 @@ if len(SPLITS) > 1:
         """Seeded stratified split of the embedded data (or of a user train file without val)."""
         output:
             **{split: f"{R}/data/{split}.h5ad" for split in SPLITS},
+            **{
+                f"{split}_adt": f"{R}/data/{split}_adt.h5ad"
+                for split in SPLITS
+                if MULTIOMICS and EMBEDDED_DATA
+            },
         log:
             log("split_data"),
         benchmark:

@@ -2,6 +2,7 @@ rule vocabulary:
     """Gene, bin and label vocabularies, a Hugging Face tokenizer (offline), the context reference."""
     input:
         **context_reference(),
+        **adt_input("train"),
         h5ad=f"{R}/preprocessed/train.h5ad",
     output:
         directory(f"{R}/vocab"),

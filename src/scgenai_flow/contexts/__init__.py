@@ -174,8 +174,10 @@ def windows_from_preprocessed(
     target_feature: str,
     labels_required: bool,
     target: str | Path,
+    adt_h5ad: str | Path | None = None,
 ) -> Windows:
-    """Build and save the windows of a preprocessed file; labels are -1 where unknown."""
+    """Build and save the windows of a preprocessed file (plus its preprocessed ADT file in
+    multi-omics mode); labels are -1 where unknown."""
     import logging
     from dataclasses import replace
 
@@ -194,7 +196,12 @@ def windows_from_preprocessed(
         labels = np.asarray(pd.Index(vocab.classes).get_indexer(values), dtype=np.int32)
     else:
         labels = np.full(adata.n_obs, -1, dtype=np.int32)
-    windows = build_windows(adata.X, vocab, settings)
+    binned = adata.X
+    if bool(adt_h5ad) != bool(vocab.adt_features.size):
+        raise InputError(f"{vocab_dir}: the vocabulary and the data disagree on multi-omics (ADT) mode")
+    if adt_h5ad:
+        binned = sp.hstack([binned, ad.read_h5ad(adt_h5ad).X], format="csr")
+    windows = build_windows(binned, vocab, settings)
     logging.getLogger(__name__).info(
         "%s: %d cells -> %d windows of %d tokens (%s)",
         h5ad,

@@ -13,6 +13,7 @@ from ..preprocess import align_columns
 from ..vocab import Vocabulary
 from . import ChunkWindows, ContextSettings, Windows, concat_windows, register
 from .groups import GeneGroups, group_windows
+from .multiomics import with_adt_groups
 from .sliding import sliding_windows
 
 
@@ -64,8 +65,8 @@ def biofunction_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWi
     path = settings.options.get("gmt")
     if not path:
         raise InputError("context.method 'biofunction' needs context.gmt (a GMT gene-set file)")
-    groups = gene_set_groups(vocab.genes, read_gmt(path), str(path))
-    in_no_set = np.where(np.diff(groups.membership.indptr) == 0, np.arange(vocab.genes.size), -1)
+    groups = with_adt_groups(gene_set_groups(vocab.genes, read_gmt(path), str(path)), vocab)
+    in_no_set = np.where(np.diff(groups.membership.indptr) == 0, np.arange(vocab.n_features), -1)
 
     def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:
         grouped = group_windows(
@@ -78,7 +79,7 @@ def biofunction_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWi
             first_cell,
             name_all=True,
         )
-        rest_tokens, rest_offsets = vocab.tokenize(align_columns(binned, in_no_set, vocab.genes.size))
+        rest_tokens, rest_offsets = vocab.tokenize(align_columns(binned, in_no_set, vocab.n_features))
         rest = sliding_windows(rest_tokens, rest_offsets, settings.max_length, settings.stride, vocab.pad_id)
         rest.context_names = np.char.add("no_set_", rest.context_names)
         joined = concat_windows([grouped, rest], [0, 0])

@@ -11,6 +11,7 @@ from ..io import InputError
 from ..preprocess import align_columns
 from ..vocab import Vocabulary
 from . import ChunkWindows, ContextSettings, Windows, register
+from .multiomics import emphasised_tokens
 from .sliding import sliding_windows
 
 
@@ -29,17 +30,19 @@ def read_gene_list(path: str | Path) -> np.ndarray:
 
 @register("genelist")
 def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows:
-    """Keep the listed vocabulary genes of each cell, then slide windows as `random` does."""
+    """Keep the listed vocabulary genes (and any ADT features) of each cell, then slide
+    windows as `random` does."""
     path = settings.options.get("genelist")
     if not path:
         raise InputError("context.method 'genelist' needs context.genelist (a gene list file)")
     listed = np.isin(vocab.genes, read_gene_list(path))
     if not listed.any():
         raise InputError(f"{path}: none of its genes is among the {vocab.genes.size} vocabulary genes")
-    keep = np.where(listed, np.arange(vocab.genes.size), -1)
+    keep = np.where(np.r_[listed, np.ones(vocab.adt_features.size, bool)], np.arange(vocab.n_features), -1)
 
     def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:
-        tokens, offsets = vocab.tokenize(align_columns(binned, keep, vocab.genes.size))
+        subset = align_columns(binned, keep, vocab.n_features)
+        tokens, offsets = emphasised_tokens(subset, vocab, settings.depth, settings.seed, first_cell)
         return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
 
     return chunk_windows

@@ -12,6 +12,7 @@ from ..io import InputError
 from ..vocab import Vocabulary
 from . import ChunkWindows, ContextSettings, Windows, register
 from .groups import GeneGroups, group_windows
+from .multiomics import with_adt_groups
 
 UNMAPPED = "unmapped"
 
@@ -64,6 +65,7 @@ def genomic_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindow
     """Cytoband groups of each cell, repeated `depth` times, shuffled, packed whole."""
     path = settings.options.get("cytobands")
     groups = cytoband_groups(vocab.genes, read_cytobands(path), str(path or "built-in cytobands"))
+    groups = with_adt_groups(groups, vocab)
 
     def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:
         return group_windows(

@@ -122,8 +122,8 @@ def group_windows(
     run_start = segment_starts(window_of_pair)
     slot = np.arange(pair_piece.size) - np.repeat(run_start, np.diff(np.r_[run_start, pair_piece.size]))
     tokens = np.full((n_windows, max_length), vocab.pad_id, dtype=vocab.token_dtype)
-    tokens[window_of_pair, 2 * slot] = vocab.gene_offset + gene[pair_entry]
-    tokens[window_of_pair, 2 * slot + 1] = bins[pair_entry].astype(vocab.token_dtype) + (vocab.bin_offset - 1)
+    tokens[window_of_pair, 2 * slot] = vocab.feature_tokens(gene[pair_entry])
+    tokens[window_of_pair, 2 * slot + 1] = vocab.bin_tokens(gene[pair_entry], bins[pair_entry])
     lengths = 2 * np.bincount(window_of_pair, minlength=n_windows).astype(np.int32)
     cell_index = np.repeat(np.arange(n_cells, dtype=np.int32), per_cell)
     if name_all:

@@ -8,6 +8,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..vocab import Vocabulary
 from . import ChunkWindows, ContextSettings, Windows, register
+from .multiomics import emphasised_tokens
 
 
 def sliding_windows(
@@ -37,7 +38,7 @@ def random_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows
     """Sliding windows over the interleaved `gene, bin` tokens of each cell."""
 
     def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:
-        tokens, offsets = vocab.tokenize(binned)
+        tokens, offsets = emphasised_tokens(binned, vocab, settings.depth, settings.seed, first_cell)
         return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
 
     return chunk_windows

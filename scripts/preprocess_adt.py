@@ -1,0 +1,14 @@
+"""Rule preprocess_adt: bin one ADT file, rows in the RNA file's cell order."""
+
+from scgenai_flow.runtime import stage
+
+with stage(snakemake.log[0]):
+    from scgenai_flow.io import read_obs, write_h5ad
+    from scgenai_flow.preprocess import PreprocessSettings, preprocess_adt
+    from scgenai_flow.vocab import Vocabulary
+
+    vocab_dir = snakemake.input.get("vocab")
+    features = Vocabulary.load(vocab_dir).adt_features if vocab_dir else None
+    cells = read_obs(snakemake.input.rna).index
+    settings = PreprocessSettings(**snakemake.params.settings)
+    write_h5ad(preprocess_adt(snakemake.input.adt, cells, settings, features), snakemake.output[0])
