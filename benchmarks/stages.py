@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("preprocess", "vocabulary", "contexts")
+STAGES = ("preprocess", "vocabulary", "contexts")  # the issue's target counts these (random context)
+REFERENCE_OPTION = {"genelist": "genelist.txt", "genomic": "cytobands.tsv", "biofunction": "gene_sets.gmt"}
 MARK = "BENCH_RESULT "
 
 
@@ -48,29 +49,30 @@ def run_stage(spec: dict) -> dict:
             "detail": f"{adata.n_vars} genes",
         }
     from scgenai_flow.contexts import ContextSettings, windows_from_preprocessed
+    from scgenai_flow.contexts.reference import write_vocabulary_dir
     from scgenai_flow.io import write_h5ad
     from scgenai_flow.preprocess import PreprocessSettings, preprocess_file
     from scgenai_flow.vocab import vocabulary_from_preprocessed
 
     imported = time.perf_counter()
+    method = spec.get("method", "random")
+    if method != "random":
+        vocab_dir = work / f"vocab_{method}"
     if spec["stage"] == "preprocess":
         settings = PreprocessSettings(
-            num_bins=spec["num_bins"],
-            min_cells=spec["min_cells"],
-            seed=1314521,
-            use_raw=False,
-            chunk_cells=20000,
+            num_bins=spec["num_bins"], min_cells=spec["min_cells"], seed=1314521, use_raw=False
         )
         adata = preprocess_file(spec["h5ad"], settings)
         write_h5ad(adata, pre)
         detail = f"{adata.n_vars} of {matrix_size(Path(spec['h5ad']))[1]} genes kept"
-    elif spec["stage"] == "vocabulary":
+    elif spec["stage"].startswith("vocabulary"):
         vocab = vocabulary_from_preprocessed(pre, spec["target"])
-        vocab.save(vocab_dir)
+        reference = str(work / REFERENCE_OPTION[method]) if method in REFERENCE_OPTION else None
+        write_vocabulary_dir(vocab, method, reference, vocab_dir)
         detail = f"{vocab.size} tokens, {vocab.classes.size} classes"
     else:
-        settings = ContextSettings(method="random", max_length=spec["max_length"], depth=1, seed=1314521)
-        target = work / "contexts.npz"
+        settings = ContextSettings(method=method, max_length=spec["max_length"], depth=1, seed=1314521)
+        target = work / f"contexts_{method}.npz"
         windows = windows_from_preprocessed(pre, vocab_dir, settings, spec["target"], True, target)
         detail = f"{len(windows)} windows, {target.stat().st_size / 2**20:.0f} MiB npz"
     cells, _, nnz = matrix_size(pre)  # every stage reports the preprocessed matrix it made or read
@@ -84,6 +86,27 @@ def child(spec_json: str) -> None:
     result["import_seconds"] = result.pop("imported") - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(MARK + json.dumps(result), flush=True)
+
+
+def write_references(h5ad: Path, workdir: Path, seed: int) -> None:
+    """Synthetic context references over the input's genes: a gene list (every other gene),
+    cytobands (25 neighbouring genes per band) and one set of 40 random genes per 50 genes
+    (each gene in about 0.8 sets, like MSigDB hallmark sets over a transcriptome)."""
+    import random
+
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(h5ad, "r") as handle:
+        genes = [str(g) for g in read_elem(handle["var"]).index]
+    (workdir / REFERENCE_OPTION["genelist"]).write_text("\n".join(genes[::2]) + "\n")
+    bands = [f"{1 + i // 2500}{'pq'[(i // 1250) % 2]}{(i // 25) % 50}" for i in range(len(genes))]
+    rows = "".join(f"{g}\t{b}\n" for g, b in zip(genes, bands))
+    (workdir / REFERENCE_OPTION["genomic"]).write_text("gene_symbol\tcytobandID\n" + rows)
+    rng = random.Random(seed)
+    n_sets = max(1, len(genes) // 50)
+    sets = [f"SET{k}\tsynthetic\t" + "\t".join(rng.sample(genes, min(40, len(genes)))) for k in range(n_sets)]
+    (workdir / REFERENCE_OPTION["biofunction"]).write_text("\n".join(sets) + "\n")
 
 
 def launch(spec: dict) -> dict:
@@ -137,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-cells", type=int, default=50)
     parser.add_argument("--num-bins", type=int, default=10)
     parser.add_argument("--target", default="celltype")
+    parser.add_argument(
+        "--methods",
+        default="random",
+        help="comma-separated context methods to time (random always runs first), e.g. random,genomic",
+    )
     parser.add_argument("--max-seconds", type=float, help="fail if the three stages take longer in total")
     parser.add_argument("--max-rss-mib", type=float, help="fail if any stage peaks above this")
     args = parser.parse_args(argv)
@@ -158,6 +186,18 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(launch({**common, **generate, "stage": "generate", "h5ad": str(args.h5ad.resolve())}))
     for stage in STAGES:
         rows.append(launch({**common, "stage": stage, "h5ad": str(args.h5ad.resolve())}))
+    others = [m for m in args.methods.split(",") if m and m != "random"]
+    if others:
+        write_references(args.h5ad, args.workdir, args.seed)
+    for method in others:
+        for stage in ("vocabulary", "contexts"):
+            spec = {
+                **common,
+                "stage": f"{stage}:{method}",
+                "method": method,
+                "h5ad": str(args.h5ad.resolve()),
+            }
+            rows.append(launch(spec))
     print(markdown(rows))
     with open(args.workdir / "stages.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -169,9 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     staged = [r for r in rows if r["stage"] in STAGES]
     failures = []
     total = sum(r["seconds"] for r in staged)
+    random_contexts = next(r["seconds"] for r in rows if r["stage"] == "contexts")
+    for r in rows:
+        if r["stage"].startswith("contexts:") and r["seconds"] > 2 * random_contexts:
+            failures.append(f"{r['stage']}: {r['seconds']:.1f} s > 2x random ({random_contexts:.1f} s)")
     if args.max_seconds is not None and total > args.max_seconds:
         failures.append(f"total {total:.1f} s > --max-seconds {args.max_seconds:g}")
-    for r in staged:
+    for r in rows[1:] if rows[0]["stage"] == "generate" else rows:
         if args.max_rss_mib is not None and r["peak_rss_mib"] > args.max_rss_mib:
             failures.append(
                 f"{r['stage']}: peak RSS {r['peak_rss_mib']:.0f} MiB > --max-rss-mib {args.max_rss_mib:g}"
