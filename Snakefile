@@ -12,6 +12,7 @@ include: "workflow/rules/preprocess_adt.smk"
 include: "workflow/rules/vocabulary.smk"
 include: "workflow/rules/contexts.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 

@@ -4,11 +4,14 @@ from scgenai_flow.runtime import stage
 
 with stage(snakemake.log[0]):
     from scgenai_flow.contexts import ContextSettings, windows_from_preprocessed
+    from scgenai_flow.finetune import context_settings_of
 
+    pretrained = snakemake.input.get("pretrained")
+    settings = context_settings_of(pretrained) if pretrained else ContextSettings(**snakemake.params.settings)
     windows_from_preprocessed(
         snakemake.input.h5ad,
         snakemake.input.vocab,
-        ContextSettings(**snakemake.params.settings),
+        settings,
         snakemake.params.target_feature,
         labels_required=snakemake.params.labels_required,
         target=snakemake.output[0],

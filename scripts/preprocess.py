@@ -3,12 +3,16 @@
 from scgenai_flow.runtime import stage
 
 with stage(snakemake.log[0]):
+    from dataclasses import replace
+
     from scgenai_flow.io import write_h5ad
     from scgenai_flow.preprocess import PreprocessSettings, preprocess_file
     from scgenai_flow.vocab import Vocabulary
 
-    vocab_dir = snakemake.input.get("vocab")
-    trained_genes = Vocabulary.load(vocab_dir).genes if vocab_dir else None
     settings = PreprocessSettings(**snakemake.params.settings)
+    trained_genes = None
+    if snakemake.input.get("vocab"):  # align to a vocabulary, binned as it was trained
+        vocab = Vocabulary.load(snakemake.input.vocab)
+        trained_genes, settings = vocab.genes, replace(settings, num_bins=vocab.num_bins)
     result = preprocess_file(snakemake.input.h5ad, settings, trained_genes)
     write_h5ad(result, snakemake.output[0])

@@ -1,4 +1,4 @@
-"""Rule train: fit the classifier on train windows, keep best and last model dirs."""
+"""Rules train and finetune: fit the classifier on train windows, keep best and last model dirs."""
 
 from scgenai_flow.runtime import stage
 
@@ -12,4 +12,5 @@ with stage(snakemake.log[0]):
         config=snakemake.params.config,
         outputs=TrainOutputs(**snakemake.output),
         threads=snakemake.threads,
+        pretrained_dir=snakemake.input.get("pretrained"),
     )

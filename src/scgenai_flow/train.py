@@ -17,7 +17,7 @@ from torch import nn
 
 from .contexts import Windows, load_windows
 from .io import InputError, atomic_path, write_csv
-from .models import CellClassifier, ModelSpec, count_parameters, save_model
+from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
 from .predict import batch_indices, batch_tensors, predict_cells, window_probabilities
 from .runtime import seed_everything, select_device
 from .vocab import Vocabulary
@@ -160,29 +160,58 @@ class TrainOutputs:
     history: str
 
 
-def train_from_files(
-    train_npz: str, val_npz: str, vocab_dir: str, config: dict, outputs: TrainOutputs, threads: int
-) -> pd.DataFrame:
-    """Train on saved windows with the effective `config`; write both model dirs and the history."""
-    vocab = Vocabulary.load(vocab_dir)
-    train = LabelledWindows(*load_windows(train_npz))
-    val = LabelledWindows(*load_windows(val_npz))
-    seed_everything(config["seed"])
-    device = select_device(config["train"]["gpu"], threads)
+def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifier:
+    """A freshly initialised classifier as `config` describes it."""
     spec = ModelSpec(
         backbone=config["model"]["backbone"],
         size=config["model"]["size"],
         vocab_size=vocab.size,
         pad_token_id=vocab.pad_id,
-        max_length=int(train.windows.tokens.shape[1]),
+        max_length=max_length,
         num_classes=int(vocab.classes.size),
         dropout=config["model"]["dropout"],
     )
-    model = CellClassifier(spec)
+    return CellClassifier(spec)
+
+
+def pretrained_model(model_dir: str, vocab: Vocabulary, max_length: int) -> CellClassifier:
+    """A trained classifier grown to the extended vocabulary and classes (fine-tuning)."""
+    model = load_model(model_dir)
+    if model.spec.max_length != max_length:
+        raise InputError(f"{model_dir}: model windows are {model.spec.max_length} tokens, data {max_length}")
+    return grow(model, vocab.size, int(vocab.classes.size))
+
+
+def train_from_files(
+    train_npz: str,
+    val_npz: str,
+    vocab_dir: str,
+    config: dict,
+    outputs: TrainOutputs,
+    threads: int,
+    pretrained_dir: str | None = None,
+) -> pd.DataFrame:
+    """Train (or, from `pretrained_dir`, fine-tune) on saved windows; write both model dirs
+    and the history. `config` is the effective configuration, saved as train_setting.yaml."""
+    if pretrained_dir:
+        from .finetune import finetune_config
+
+        config = finetune_config(pretrained_dir, config)
+    vocab = Vocabulary.load(vocab_dir)
+    train = LabelledWindows(*load_windows(train_npz))
+    val = LabelledWindows(*load_windows(val_npz))
+    loop = config["finetune"] if pretrained_dir else config["train"]
+    seed_everything(config["seed"])
+    device = select_device(loop["gpu"], threads)
+    max_length = int(train.windows.tokens.shape[1])
+    if pretrained_dir:
+        model = pretrained_model(pretrained_dir, vocab, max_length)
+    else:
+        model = new_model(config, vocab, max_length)
     log.info(
         "%s/%s: %d parameters on %s; %d train windows (%d cells), %d val windows (%d cells)",
-        spec.backbone,
-        spec.size,
+        model.spec.backbone,
+        model.spec.size,
         count_parameters(model),
         device,
         len(train.windows),
@@ -191,10 +220,10 @@ def train_from_files(
         val.n_cells,
     )
     settings = TrainSettings(
-        num_epochs=config["train"]["num_epochs"],
-        batch_size=config["train"]["batch_size"],
-        learning_rate=config["train"]["learning_rate"],
-        weight_decay=config["train"]["weight_decay"],
+        num_epochs=loop["num_epochs"],
+        batch_size=loop["batch_size"],
+        learning_rate=loop["learning_rate"],
+        weight_decay=loop["weight_decay"],
         seed=config["seed"],
     )
 

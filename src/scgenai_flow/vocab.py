@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,11 @@ class Vocabulary:
     classes: np.ndarray  # label classes; index = encoded label
     adt_features: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # multi-omics
     adt_num_bins: int = 5
+    n_added_genes: int = 0  # genes added by fine-tuning: the last ones, with ids after PAD
+
+    @property
+    def n_base_genes(self) -> int:
+        return self.genes.size - self.n_added_genes
 
     @property
     def gene_offset(self) -> int:
@@ -56,7 +61,7 @@ class Vocabulary:
 
     @property
     def bin_offset(self) -> int:
-        return self.gene_offset + self.genes.size
+        return self.gene_offset + self.n_base_genes
 
     @property
     def n_bin_tokens(self) -> int:
@@ -85,7 +90,7 @@ class Vocabulary:
 
     @property
     def size(self) -> int:
-        return self.pad_id + 1
+        return self.pad_id + 1 + self.n_added_genes
 
     @property
     def token_dtype(self) -> type:
@@ -97,7 +102,19 @@ class Vocabulary:
         bins = [bin_token(b) for b in range(1, self.n_bin_tokens + 1)]
         adt = [ADT_PREFIX + f for f in self.adt_features.tolist()]
         adt_bins = [adt_bin_token(b) for b in range(1, self.n_adt_bin_tokens + 1)]
-        return [*SPECIAL_TOKENS.values(), *self.genes.tolist(), *bins, *adt, *adt_bins, PAD_TOKEN]
+        base, added = self.genes[: self.n_base_genes].tolist(), self.genes[self.n_base_genes :].tolist()
+        return [*SPECIAL_TOKENS.values(), *base, *bins, *adt, *adt_bins, PAD_TOKEN, *added]
+
+    def extend(self, genes: np.ndarray, classes: np.ndarray) -> Vocabulary:
+        """This vocabulary plus new genes and classes at the end; every old id stays."""
+        new_genes = np.asarray(genes, dtype=str)[~np.isin(genes, self.genes)]
+        new_classes = np.asarray(classes, dtype=str)[~np.isin(classes, self.classes)]
+        return replace(
+            self,
+            genes=np.concatenate((self.genes, new_genes)),
+            classes=np.concatenate((self.classes, new_classes)),
+            n_added_genes=self.n_added_genes + new_genes.size,
+        )
 
     def encode_labels(self, labels: pd.Series | np.ndarray, source: str) -> np.ndarray:
         """Label texts → class indices; a label the model does not know is an error."""
@@ -111,7 +128,12 @@ class Vocabulary:
     def feature_tokens(self, columns: np.ndarray) -> np.ndarray:
         """Token ids of binned-matrix columns: the genes, then (multi-omics) the ADT features."""
         columns = np.asarray(columns)
-        offset = np.where(columns < self.genes.size, self.gene_offset, self.adt_offset - self.genes.size)
+        added = self.pad_id + 1 - self.n_base_genes  # fine-tuned genes live after PAD
+        offset = np.where(
+            columns < self.n_base_genes,
+            self.gene_offset,
+            np.where(columns < self.genes.size, added, self.adt_offset - self.genes.size),
+        )
         return (columns + offset).astype(self.token_dtype)
 
     def bin_tokens(self, columns: np.ndarray, bins: np.ndarray) -> np.ndarray:
@@ -144,7 +166,7 @@ class Vocabulary:
 
     def write_files(self, directory: Path) -> None:
         """Write the vocabulary files into an existing directory."""
-        gene_ids = np.arange(self.genes.size) + self.gene_offset
+        gene_ids = self.feature_tokens(np.arange(self.genes.size)).astype(np.int64)
         bins = np.arange(1, self.n_bin_tokens + 1)
         np.save(directory / "gene_vocab.npy", np.rec.fromarrays([self.genes, gene_ids], names="gene,id"))
         np.save(
@@ -185,9 +207,17 @@ class Vocabulary:
                 "adt_features": np.load(directory / "adt_vocab.npy")["feature"].astype(str),
                 "adt_num_bins": int(np.load(directory / "adt_expression_vocab.npy").size) - 1,
             }
-        vocab = cls(genes=genes, num_bins=int(bins.size) - 1, classes=classes, **adt)
-        if int(np.load(directory / "pad_token_id.npy")) != vocab.pad_id:
-            raise InputError(f"{directory}/pad_token_id.npy disagrees with the gene and bin vocabularies")
+        added = int(
+            (np.load(directory / "gene_vocab.npy")["id"] > int(np.load(directory / "pad_token_id.npy"))).sum()
+        )
+        vocab = cls(genes=genes, num_bins=int(bins.size) - 1, classes=classes, n_added_genes=added, **adt)
+        stored_ids = np.load(directory / "gene_vocab.npy")["id"]
+        if int(np.load(directory / "pad_token_id.npy")) != vocab.pad_id or not np.array_equal(
+            stored_ids, vocab.feature_tokens(np.arange(genes.size))
+        ):
+            raise InputError(
+                f"{directory}: gene_vocab.npy / pad_token_id.npy disagree with the other vocabulary files"
+            )
         return vocab
 
 

@@ -33,6 +33,48 @@ if MULTIOMICS and not EMBEDDED_DATA and DATA["val"] is None:
     )
 
 
+FT = config["finetune"]
+FINETUNE = FT["train"] is not None
+F = f"{R}/finetune"
+if config["predict"]["model"] == "finetune" and not FINETUNE:
+    raise ValueError("predict.model is 'finetune' but finetune.train is not set")
+
+
+def pretrained_model():
+    """The model dir fine-tuning starts from."""
+    return FT["model"] or f"{R}/model/best_model"
+
+
+def finetune_source(split):
+    """The fine-tuning h5ad of a split: the user's file or the hold-out split."""
+    if split == "val" and FT["val"] is not None:
+        return FT["val"]
+    if split == "train" and FT["val"] is not None:
+        return FT["train"]
+    return f"{F}/data/{split}.h5ad"
+
+
+def vocab_for(split):
+    """The vocabulary a split is aligned to: the fine-tuned one when it predicts."""
+    if split == "predict" and config["predict"]["model"] == "finetune":
+        return f"{F}/vocab"
+    return f"{R}/vocab"
+
+
+def pretrained_for(split):
+    """With the fine-tuned model, predict windows follow its pretrained context settings."""
+    if split == "predict" and config["predict"]["model"] == "finetune":
+        return {"pretrained": pretrained_model()}
+    return {}
+
+
+def predict_model():
+    """The model dir that predicts."""
+    if config["predict"]["model"] == "finetune":
+        return f"{F}/best_model"
+    return f"{R}/model/best_model"
+
+
 def split_fractions():
     """Parts the split rule carves out of its source ("train" takes the rest)."""
     if EMBEDDED_DATA:
@@ -117,4 +159,6 @@ def all_targets():
     ]
     if HAS_PREDICT:
         targets.append(f"{R}/predictions.csv")
+    if FINETUNE:
+        targets += [f"{F}/best_model", f"{F}/last_model", f"{F}/train_summary.pdf"]
     return targets

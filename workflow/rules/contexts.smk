@@ -1,9 +1,9 @@
 rule contexts:
     """Token windows of one split with the configured context method."""
     input:
-        unpack(lambda wc: adt_input(wc.split)),
+        unpack(lambda wc: {**adt_input(wc.split), **pretrained_for(wc.split)}),
         h5ad=f"{R}/preprocessed/{{split}}.h5ad",
-        vocab=f"{R}/vocab",
+        vocab=lambda wc: vocab_for(wc.split),
     output:
         f"{R}/contexts/{{split}}.npz",
     log:

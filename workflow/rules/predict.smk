@@ -3,7 +3,7 @@ rule predict:
     input:
         windows=f"{R}/contexts/predict.npz",
         h5ad=f"{R}/preprocessed/predict.h5ad",
-        model=f"{R}/model/best_model",
+        model=predict_model(),
     output:
         f"{R}/predictions.csv",
     log:

@@ -23,7 +23,7 @@ rule preprocess_aligned:
     """Align a val or predict file to the trained genes, then normalise and bin it."""
     input:
         h5ad=lambda wc: source_h5ad(wc.split),
-        vocab=f"{R}/vocab",
+        vocab=lambda wc: vocab_for(wc.split),
     output:
         f"{R}/preprocessed/{{split}}.h5ad",
     log:

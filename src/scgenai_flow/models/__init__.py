@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -92,6 +92,19 @@ class CellClassifier(nn.Module):
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
         return self.head(self.dropout(last))
+
+
+def grow(model: CellClassifier, vocab_size: int, num_classes: int) -> CellClassifier:
+    """The same network with more token embeddings and classes: every old row is kept, new
+    rows start from a fresh initialisation (fine-tuning)."""
+    if vocab_size < model.spec.vocab_size or num_classes < model.spec.num_classes:
+        raise InputError("a fine-tuned model can only gain tokens and classes, never lose them")
+    grown = CellClassifier(replace(model.spec, vocab_size=vocab_size, num_classes=num_classes))
+    state = grown.state_dict()
+    for name, old in model.state_dict().items():
+        state[name][tuple(slice(0, n) for n in old.shape)] = old
+    grown.load_state_dict(state)
+    return grown
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,79 @@
+"""Fine-tuning: extend a trained model's vocabulary and classes, keep its settings."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .contexts import ContextSettings
+from .io import InputError, atomic_path, read_obs, read_var_names
+from .preprocess import check_unique_genes, scan_matrix
+from .vocab import Vocabulary, require_label_column
+
+log = logging.getLogger(__name__)
+
+
+def pretrained_settings(model_dir: str | Path) -> dict:
+    """The effective configuration a model was trained with (its train_setting.yaml)."""
+    path = Path(model_dir) / "train_setting.yaml"
+    if not path.is_file():
+        raise InputError(f"{model_dir}: missing train_setting.yaml (expected a model directory)")
+    return yaml.safe_load(path.read_text())
+
+
+def finetune_config(model_dir: str | Path, config: dict) -> dict:
+    """Settings of a fine-tuning run: the pretrained model's, plus this run's `finetune` section."""
+    settings = copy.deepcopy(pretrained_settings(model_dir))
+    settings["seed"] = config["seed"]
+    settings["finetune"] = {**config["finetune"], "model": str(model_dir)}
+    return settings
+
+
+def context_settings_of(model_dir: str | Path) -> ContextSettings:
+    """The window settings a model was trained with: fine-tuning data must use the same."""
+    settings = pretrained_settings(model_dir)
+    context = settings["context"]
+    return ContextSettings(
+        method=context["method"],
+        max_length=context["max_length"],
+        depth=context["depth"],
+        seed=settings["seed"],
+    )
+
+
+def extended_vocabulary(
+    model_dir: str | Path, h5ad: str | Path, target_feature: str, min_cells: int, seed: int, use_raw: bool
+) -> Vocabulary:
+    """The model's vocabulary plus the fine-tuning data's new genes (expressed in at least
+    `min_cells` cells, in a seeded order) and new labels, both appended at the end."""
+    old = Vocabulary.load(model_dir)
+    genes = read_var_names(h5ad, use_raw)
+    check_unique_genes(genes, h5ad)
+    scan = scan_matrix(h5ad, use_raw)
+    candidates = genes[scan.expressed_cells >= min_cells]
+    candidates = candidates[np.random.default_rng(seed).permutation(candidates.size)]
+    labels = require_label_column(read_obs(h5ad), target_feature, str(h5ad)).dropna().astype(str)
+    vocab = old.extend(candidates, np.unique(labels))
+    log.info(
+        "%s: %d new genes (%d in all), %d new classes (%s)",
+        h5ad,
+        vocab.genes.size - old.genes.size,
+        vocab.genes.size,
+        vocab.classes.size - old.classes.size,
+        ", ".join(vocab.classes[old.classes.size :]) or "none",
+    )
+    return vocab
+
+
+def write_extended_vocabulary(vocab: Vocabulary, model_dir: str | Path, target: str | Path) -> None:
+    """Vocabulary files plus the model's context reference, written atomically."""
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        vocab.write_files(tmp)
+        for reference in Path(model_dir).glob("context_*"):
+            shutil.copyfile(reference, tmp / reference.name)
