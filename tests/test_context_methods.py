@@ -23,7 +23,9 @@ def cells(pbmc):
     """Binned real cells (200) and their vocabulary."""
     subset = pbmc[:200]
     vocab = build_vocabulary(np.asarray(subset.var_names), 10, subset.obs["bulk_labels"], "pbmc")
-    return bin_rows(sp.csr_matrix(subset.X), 10), vocab
+    binned = bin_rows(sp.csr_matrix(subset.X), 10)
+    binned.sort_indices()  # as preprocessing leaves them: vocabulary order
+    return binned, vocab
 
 
 def cell_pairs(windows, cell: int) -> list[tuple[int, int]]:

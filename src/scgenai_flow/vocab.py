@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -125,21 +126,26 @@ class Vocabulary:
             raise InputError(f"{source}: labels never seen in training: {unknown}")
         return codes.astype(np.int32)
 
-    def feature_tokens(self, columns: np.ndarray) -> np.ndarray:
-        """Token ids of binned-matrix columns: the genes, then (multi-omics) the ADT features."""
-        columns = np.asarray(columns)
+    @cached_property
+    def _column_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per binned-matrix column: its feature token id, and the token id of its bin 0."""
+        columns = np.arange(self.n_features)
         added = self.pad_id + 1 - self.n_base_genes  # fine-tuned genes live after PAD
         offset = np.where(
             columns < self.n_base_genes,
             self.gene_offset,
             np.where(columns < self.genes.size, added, self.adt_offset - self.genes.size),
         )
-        return (columns + offset).astype(self.token_dtype)
+        first_bin = np.where(columns < self.genes.size, self.bin_offset - 1, self.adt_bin_offset - 1)
+        return (columns + offset).astype(self.token_dtype), first_bin.astype(self.token_dtype)
+
+    def feature_tokens(self, columns: np.ndarray) -> np.ndarray:
+        """Token ids of binned-matrix columns: the genes, then (multi-omics) the ADT features."""
+        return self._column_tokens[0][columns]
 
     def bin_tokens(self, columns: np.ndarray, bins: np.ndarray) -> np.ndarray:
         """Token ids of expression bins (1-based) of the given columns (RNA or ADT bins)."""
-        first = np.where(np.asarray(columns) < self.genes.size, self.bin_offset - 1, self.adt_bin_offset - 1)
-        return (bins.astype(self.token_dtype) + first).astype(self.token_dtype)
+        return self._column_tokens[1][columns] + bins.astype(self.token_dtype)
 
     def tokenize(self, binned: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Interleaved `feature, bin` token ids of all cells, and each cell's token offsets."""
