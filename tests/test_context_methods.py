@@ -50,14 +50,15 @@ def reference_genomic(binned, vocab, band_of_gene: np.ndarray, max_length: int, 
                 (vocab.gene_offset + int(gene), vocab.bin_offset - 1 + int(b))
             )
         pieces = []
-        for band, pairs in sorted(by_band.items()):
-            for number, start in enumerate(range(0, len(pairs), capacity)):
-                for rep in range(depth):
-                    key = int(mix(np.uint64(seed), cell, band, number, rep))
-                    pieces.append((key, pairs[start : start + capacity]))
+        for _, pairs in sorted(by_band.items()):
+            for start in range(0, len(pairs), capacity):
+                pieces += [pairs[start : start + capacity]] * depth
+        for i in range(len(pieces) - 1, 0, -1):  # Fisher-Yates, seeded per cell
+            j = int(mix(np.uint64(seed), cell, i)) % (i + 1)
+            pieces[i], pieces[j] = pieces[j], pieces[i]
         current: list[tuple[int, int]] = []
         cell_windows = []
-        for _, piece in sorted(pieces, key=lambda p: p[0]):
+        for piece in pieces:
             if len(current) + len(piece) > capacity:
                 cell_windows.append(current)
                 current = []

@@ -62,10 +62,9 @@ def group_windows(
 
     n_cells = binned.shape[0]
     membership = groups.membership
-    entry, window_of_pair, slot, window, p_group, sizes, per_cell = pack_cells(
+    entry, window_of_pair, slot, window, p_group, dominant, per_cell = pack_cells(
         binned.indptr.astype(np.int64),
         binned.indices.astype(np.int64),
-        membership.shape[0],
         membership.indptr.astype(np.int64),
         membership.indices.astype(np.int64),
         max_length // 2,  # gene-bin pairs per window
@@ -84,12 +83,7 @@ def group_windows(
     if name_all:
         names, context = joined_group_names(window, p_group, groups.names)
         return Windows(tokens, lengths, cell_index, context, names)
-    # context id: the group of the largest piece in the window (the first, on ties)
-    biggest = np.lexsort((-sizes, window))
-    first = segment_starts(window[biggest])
-    context = np.empty(n_windows, dtype=np.int32)
-    context[window[biggest[first]]] = p_group[biggest[first]]
-    return Windows(tokens, lengths, cell_index, context, groups.names)
+    return Windows(tokens, lengths, cell_index, dominant.astype(np.int32), groups.names)
 
 
 def joined_group_names(

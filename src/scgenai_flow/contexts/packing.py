@@ -21,82 +21,103 @@ def _mix(h: np.uint64, key: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def piece_key(seed: int, cell: int, group: int, number: int, repeat: int) -> np.uint64:
-    """splitmix64 of the keys, equal to `groups.mix` (the seeded order of a piece)."""
-    h = _mix(np.uint64(0), np.uint64(seed))
-    h = _mix(h, np.uint64(cell))
-    h = _mix(h, np.uint64(group))
-    h = _mix(h, np.uint64(number))
-    return _mix(h, np.uint64(repeat))
+def draw(seed: int, cell: int, step: int) -> np.uint64:
+    """A seeded random number per (cell, step), equal to `groups.mix(seed, cell, step)`."""
+    return _mix(_mix(_mix(np.uint64(0), np.uint64(seed)), np.uint64(cell)), np.uint64(step))
 
 
 @njit(cache=True)
-def pack_cells(indptr, genes, n_genes, member_ptr, member_groups, capacity, depth, seed, first_cell):
+def shuffle(order: np.ndarray, n: int, seed: int, cell: int) -> None:
+    """Fisher-Yates shuffle of order[:n], seeded per cell (the same whatever the chunking)."""
+    for i in range(n - 1, 0, -1):
+        j = draw(seed, cell, i) % np.uint64(i + 1)
+        order[i], order[j] = order[j], order[i]
+
+
+@njit(cache=True)
+def sort_by_group(groups: np.ndarray, items: np.ndarray, n: int, scratch_g, scratch_i) -> None:
+    """Stable LSD radix sort of groups[:n] (and items alongside), 8 bits a pass."""
+    counts = np.empty(257, np.int64)
+    shift = 0
+    top = groups[:n].max() if n else 0
+    while (top >> shift) > 0 or shift == 0:
+        counts[:] = 0
+        for i in range(n):
+            counts[((groups[i] >> shift) & 255) + 1] += 1
+        for b in range(256):
+            counts[b + 1] += counts[b]
+        for i in range(n):
+            b = (groups[i] >> shift) & 255
+            scratch_g[counts[b]], scratch_i[counts[b]] = groups[i], items[i]
+            counts[b] += 1
+        groups[:n], items[:n] = scratch_g[:n], scratch_i[:n]
+        shift += 8
+
+
+@njit(cache=True)
+def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, first_cell):
     """Lay out every cell's group pieces into windows.
 
+    A cell's (group, gene) pairs are sorted by group (genes stay in vocabulary order), cut
+    into pieces of at most `capacity` pairs, each piece repeated `depth` times; the pieces
+    are shuffled (seeded Fisher-Yates) and packed whole, greedily, into windows.
     Returns per pair: its entry (position in `genes`), window and slot; per piece (in
-    packing order): window, group, size; and windows per cell.
+    packing order): window and group; per window: the group of its largest piece (the
+    first, on ties); and windows per cell.
     """
     n_cells = indptr.size - 1
-    total = 0
-    for e in range(genes.size):
-        total += member_ptr[genes[e] + 1] - member_ptr[genes[e]]
+    total = longest = 0
+    for c in range(n_cells):
+        count = 0
+        for e in range(indptr[c], indptr[c + 1]):
+            count += member_ptr[genes[e] + 1] - member_ptr[genes[e]]
+        total += count
+        longest = max(longest, count)
     pair_entry = np.empty(total * depth, np.int64)
     pair_window = np.empty(total * depth, np.int64)
     pair_slot = np.empty(total * depth, np.int64)
     piece_window = np.empty(total * depth, np.int64)
     piece_group = np.empty(total * depth, np.int64)
-    piece_size = np.empty(total * depth, np.int64)
+    window_group = np.empty(total * depth, np.int64)
+    largest = 0
     windows_per_cell = np.zeros(n_cells, np.int64)
+    unit_group, unit_entry = np.empty(longest, np.int64), np.empty(longest, np.int64)
+    scratch_g, scratch_i = np.empty(longest, np.int64), np.empty(longest, np.int64)
+    p_start, p_size = np.empty(longest * depth, np.int64), np.empty(longest * depth, np.int64)
+    order = np.empty(longest * depth, np.int64)
     n_pairs = n_pieces = n_windows = 0
     for c in range(n_cells):
-        # the cell's (group, gene) pairs, sorted by group then gene
         count = 0
         for e in range(indptr[c], indptr[c + 1]):
-            count += member_ptr[genes[e] + 1] - member_ptr[genes[e]]
+            for m in range(member_ptr[genes[e]], member_ptr[genes[e] + 1]):
+                unit_group[count], unit_entry[count] = member_groups[m], e
+                count += 1
         if count == 0:
             continue
-        unit_group = np.empty(count, np.int64)
-        unit_entry = np.empty(count, np.int64)
-        sort_key = np.empty(count, np.int64)
-        k = 0
-        for e in range(indptr[c], indptr[c + 1]):
-            for m in range(member_ptr[genes[e]], member_ptr[genes[e] + 1]):
-                unit_group[k], unit_entry[k] = member_groups[m], e
-                sort_key[k] = member_groups[m] * n_genes + genes[e]
-                k += 1
-        order = np.argsort(sort_key)  # keys are unique: no need for a stable sort
-        unit_group, unit_entry = unit_group[order], unit_entry[order]
-        # pieces: runs of one group cut every `capacity` pairs, each repeated `depth` times
-        n_runs_pieces = 0
+        sort_by_group(unit_group, unit_entry, count, scratch_g, scratch_i)
+        n_cell_pieces = 0
+        run = 0
         for i in range(count):
             if i == 0 or unit_group[i] != unit_group[i - 1]:
                 run = i
             if (i - run) % capacity == 0:
-                n_runs_pieces += 1
-        keys = np.empty(n_runs_pieces * depth, np.uint64)
-        p_start = np.empty(n_runs_pieces * depth, np.int64)
-        p_size = np.zeros(n_runs_pieces * depth, np.int64)
-        j = -1
-        for i in range(count):
-            if i == 0 or unit_group[i] != unit_group[i - 1]:
-                run = i
-            if (i - run) % capacity == 0:
-                j += 1
                 for r in range(depth):
-                    keys[j * depth + r] = piece_key(
-                        seed, c + first_cell, unit_group[i], (i - run) // capacity, r
-                    )
-                    p_start[j * depth + r] = i
+                    p_start[n_cell_pieces + r], p_size[n_cell_pieces + r] = i, 0
+                n_cell_pieces += depth
             for r in range(depth):
-                p_size[j * depth + r] += 1
-        # seeded order, then greedy packing of whole pieces
-        filled = 0
-        window = 0
-        for q in np.argsort(keys):  # 64-bit random keys: ties have probability ~0
+                p_size[n_cell_pieces - depth + r] += 1
+        for q in range(n_cell_pieces):
+            order[q] = q
+        shuffle(order, n_cell_pieces, seed, c + first_cell)
+        filled = window = 0
+        for k in range(n_cell_pieces):
+            q = order[k]
             if filled + p_size[q] > capacity:
                 window += 1
                 filled = 0
+            if filled == 0 or p_size[q] > largest:
+                window_group[n_windows + window] = unit_group[p_start[q]]
+                largest = p_size[q]
             for i in range(p_size[q]):
                 pair_entry[n_pairs] = unit_entry[p_start[q] + i]
                 pair_window[n_pairs] = n_windows + window
@@ -104,7 +125,6 @@ def pack_cells(indptr, genes, n_genes, member_ptr, member_groups, capacity, dept
                 n_pairs += 1
             piece_window[n_pieces] = n_windows + window
             piece_group[n_pieces] = unit_group[p_start[q]]
-            piece_size[n_pieces] = p_size[q]
             n_pieces += 1
             filled += p_size[q]
         windows_per_cell[c] = window + 1
@@ -115,6 +135,6 @@ def pack_cells(indptr, genes, n_genes, member_ptr, member_groups, capacity, dept
         pair_slot[:n_pairs],
         piece_window[:n_pieces],
         piece_group[:n_pieces],
-        piece_size[:n_pieces],
+        window_group[:n_windows],
         windows_per_cell,
     )
