@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from test_workflow import snakemake
 
 from scgenai_flow.data import stratified_split
@@ -109,3 +110,28 @@ def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc)
     new = table[table["bulk_labels"].isin(NEW_LABELS)]
     recall = (new["PredictedFeature"] == new["bulk_labels"]).mean()
     assert recall > 1 / len(fine.classes), f"new labels recalled {recall:.2f}"  # above chance
+
+
+def test_a_config_that_contradicts_the_pretrained_model_is_refused(tmp_path: Path) -> None:
+    from scgenai_flow.finetune import finetune_config
+    from scgenai_flow.io import InputError
+
+    settings = {
+        "seed": 1,
+        "context": {"method": "genomic", "max_length": 128, "depth": 1},
+        "model": {"backbone": "gpt"},
+    }
+    (tmp_path / "train_setting.yaml").write_text(yaml.safe_dump(settings))
+    config = {
+        "seed": 2,
+        "context": {"method": "random", "max_length": 128, "depth": 1},
+        "preprocess": {"num_bins": 10},
+        "model": {"backbone": "gpt", "size": "tiny"},
+        "data": {"multiomics": False},
+        "finetune": {"num_epochs": 3},
+    }
+    with pytest.raises(InputError, match="context.method: config 'random', model 'genomic'"):
+        finetune_config(tmp_path, config)
+    config["context"]["method"] = "genomic"
+    merged = finetune_config(tmp_path, config)
+    assert merged["context"]["method"] == "genomic" and merged["finetune"]["num_epochs"] == 3

@@ -26,8 +26,34 @@ def pretrained_settings(model_dir: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+MODEL_DEFINING = (
+    ("context", "method"),
+    ("context", "max_length"),
+    ("context", "depth"),
+    ("preprocess", "num_bins"),
+    ("model", "backbone"),
+    ("model", "size"),
+    ("data", "multiomics"),
+)
+
+
+def check_no_conflict(model_dir: str | Path, pretrained: dict, config: dict) -> None:
+    """Settings that define a model come from the pretrained one; a different value is an error."""
+    clashes = [
+        f"{section}.{key}: config {config[section][key]!r}, model {pretrained[section][key]!r}"
+        for section, key in MODEL_DEFINING
+        if key in pretrained.get(section, {}) and config[section][key] != pretrained[section][key]
+    ]
+    if clashes:
+        raise InputError(
+            f"{model_dir}: fine-tuning keeps the pretrained model's settings, but the config differs:\n  "
+            + "\n  ".join(clashes)
+        )
+
+
 def finetune_config(model_dir: str | Path, config: dict) -> dict:
     """Settings of a fine-tuning run: the pretrained model's, plus this run's `finetune` section."""
+    check_no_conflict(model_dir, pretrained_settings(model_dir), config)
     settings = copy.deepcopy(pretrained_settings(model_dir))
     settings["seed"] = config["seed"]
     settings["finetune"] = {**config["finetune"], "model": str(model_dir)}

@@ -92,16 +92,16 @@ def write_train_summary(
         Image(io.BytesIO(curves_png(history)), width=17 * cm, height=6.8 * cm),
         Paragraph("Per-epoch results", styles["Heading2"]),
     ]
-    header = list(history.columns)
+    small = styles["BodyText"].clone("header", fontSize=8, leading=9, fontName="Helvetica-Bold")
+    header = [Paragraph(str(column), small) for column in history.columns]  # long names wrap
     rows = [
         [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
         for row in history.itertuples(index=False)
     ]
-    story.append(_table([header, *rows], [2.4 * cm] * len(header)))
-    story += [
-        Paragraph("Settings", styles["Heading2"]),
-        _table([["key", "value"], *map(list, flatten(settings))], [6 * cm, 10 * cm]),
-    ]
+    story.append(_table([header, *rows], [16 * cm / len(header)] * len(header)))
+    heading = Paragraph("Settings", styles["Heading2"])
+    heading.keepWithNext = True
+    story += [heading, _table([["key", "value"], *map(list, flatten(settings))], [6 * cm, 10 * cm])]
     with atomic_path(target) as tmp:
         SimpleDocTemplate(str(tmp), pagesize=A4, title="scgenai-flow training summary").build(story)
 
