@@ -39,16 +39,22 @@ def cell_pairs(windows, cell: int) -> list[tuple[int, int]]:
 
 def reference_genomic(binned, vocab, band_of_gene: np.ndarray, max_length: int, depth: int, seed: int):
     """The genomic context one cell at a time, in plain Python."""
-    names, group = np.unique(band_of_gene, return_inverse=True)
+    _, group = np.unique(band_of_gene, return_inverse=True)
+    return reference_groups(binned, vocab, [[int(g)] for g in group], max_length, depth, seed)
+
+
+def reference_groups(binned, vocab, groups_of_gene: list[list[int]], max_length: int, depth: int, seed: int):
+    """Group contexts one cell at a time, in plain Python: a gene goes to each of its groups."""
     capacity = max_length // 2
     windows = []
     for cell in range(binned.shape[0]):
         row = binned[cell]
         by_band: dict[int, list[tuple[int, int]]] = {}
         for gene, b in zip(row.indices, row.data):
-            by_band.setdefault(int(group[gene]), []).append(
-                (vocab.gene_offset + int(gene), vocab.bin_offset - 1 + int(b))
-            )
+            for g in groups_of_gene[gene]:
+                by_band.setdefault(g, []).append(
+                    (vocab.gene_offset + int(gene), vocab.bin_offset - 1 + int(b))
+                )
         pieces = []
         for _, pairs in sorted(by_band.items()):
             for start in range(0, len(pairs), capacity):
@@ -132,6 +138,61 @@ MARKERS = {
     "NK": ["NKG7", "GNLY", "GZMB", "PRF1", "CST7"],
     "NOT_HERE": ["NO_SUCH_GENE"],
 }
+
+
+def reference_sliding(pairs: list[tuple[int, int]], max_length: int) -> list[list[tuple[int, int]]]:
+    """Sliding windows over a cell's pairs, in plain Python (stride: half a window in pairs)."""
+    size, step = max_length // 2, max(1, max_length // 4)
+    if not pairs:
+        return []
+    windows = [pairs[start : start + size] for start in range(0, max(1, len(pairs) - size + step), step)]
+    return [w for w in windows if w]
+
+
+def test_biofunction_equals_the_slow_reference(tmp_path, cells) -> None:
+    binned, vocab = cells
+    gmt = write_gmt(tmp_path / "m.gmt", MARKERS)
+    settings = ContextSettings(
+        method="biofunction", max_length=16, depth=2, seed=3, options={"gmt": str(gmt)}
+    )
+    windows = build_windows(binned, vocab, settings, chunk_cells=50)
+    sets = [name for name, genes in MARKERS.items() if set(genes) & set(vocab.genes)]
+    groups_of_gene = [[k for k, name in enumerate(sets) if g in MARKERS[name]] for g in vocab.genes]
+    grouped = reference_groups(binned, vocab, groups_of_gene, 16, 2, 3)
+    for cell in range(binned.shape[0]):
+        row = binned[cell]
+        rest = [
+            (vocab.gene_offset + int(g), vocab.bin_offset - 1 + int(b))
+            for g, b in zip(row.indices, row.data)
+            if not groups_of_gene[g]
+        ]
+        expected = grouped[cell] + reference_sliding(rest, 16)
+        rows = np.flatnonzero(windows.cell_index == cell)
+        if not expected:
+            assert windows.context_ids()[rows[0]] == "no_expressed_gene"
+            continue
+        got = [windows.tokens[r, : windows.lengths[r]].tolist() for r in rows]
+        assert got == [[t for pair in w for t in pair] for w in expected], f"cell {cell}"
+
+
+def test_genelist_equals_the_slow_reference(tmp_path, cells) -> None:
+    binned, vocab = cells
+    listed = set(vocab.genes[::3])
+    (tmp_path / "genes.txt").write_text("\n".join(sorted(listed)) + "\n")
+    settings = ContextSettings(
+        method="genelist", max_length=20, options={"genelist": str(tmp_path / "genes.txt")}
+    )
+    windows = build_windows(binned, vocab, settings)
+    for cell in range(0, binned.shape[0], 7):
+        row = binned[cell]
+        pairs = [
+            (vocab.gene_offset + int(g), vocab.bin_offset - 1 + int(b))
+            for g, b in zip(row.indices, row.data)
+            if vocab.genes[g] in listed
+        ]
+        rows = np.flatnonzero(windows.cell_index == cell)
+        got = [windows.tokens[r, : windows.lengths[r]].tolist() for r in rows]
+        assert got == [[t for pair in w for t in pair] for w in reference_sliding(pairs, 20)]
 
 
 @pytest.mark.parametrize("depth", [1, 2])

@@ -186,9 +186,16 @@ def tiny_context(method: str, **extra) -> dict:
 def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
     genes = list(pbmc.var_names)
     (tmp_path / "genes.txt").write_text("\n".join(genes[::2]) + "\n")
-    (tmp_path / "sets.gmt").write_text(
-        "".join(f"SET{i}\tgenes {i}\t" + "\t".join(genes[i * 40 : i * 40 + 60]) + "\n" for i in range(12))
-    )
+    # one gene set per cell type: its 15 most over-expressed genes (markers picked from the data)
+    expression = pd.DataFrame(pbmc.X.toarray(), columns=genes)
+    labels = pbmc.obs["bulk_labels"].astype(str).to_numpy()
+    means = expression.groupby(labels).mean()
+    lines = [
+        f"{name.replace(' ', '_')}\tmarkers of {name}\t"
+        + "\t".join((means.loc[name] - means.mean()).nlargest(15).index)
+        for name in means.index
+    ]
+    (tmp_path / "sets.gmt").write_text("\n".join(lines) + "\n")
     cases = {
         "genomic": tiny_context("genomic", depth=2),  # built-in cytoband table
         "biofunction": tiny_context("biofunction", gmt=str(tmp_path / "sets.gmt")),
@@ -212,4 +219,5 @@ def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
         if method == "genomic":
             assert table["context_id"].str.match(r"^(\d+|X|Y)[pq]|unmapped").all()
         if method == "biofunction":
-            assert table["context_id"].str.contains("SET|no_set_").all()
+            names = "|".join(re.escape(n.split("\t")[0]) for n in lines)
+            assert table["context_id"].str.contains(f"{names}|no_set_", regex=True).all()

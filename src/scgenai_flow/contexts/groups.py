@@ -62,7 +62,7 @@ def group_windows(
 
     n_cells = binned.shape[0]
     membership = groups.membership
-    entry, window_of_pair, slot, window, p_group, dominant, per_cell = pack_cells(
+    entry, position, lengths, window, p_group, dominant, per_cell = pack_cells(
         binned.indptr.astype(np.int64),
         binned.indices.astype(np.int64),
         membership.indptr.astype(np.int64),
@@ -71,14 +71,13 @@ def group_windows(
         depth,
         seed,
         first_cell,
+        max_length,
     )
     n_windows = int(per_cell.sum())
     flat = np.full(n_windows * max_length, vocab.pad_id, dtype=vocab.token_dtype)
-    position = window_of_pair * max_length + 2 * slot
     flat[position] = vocab.feature_tokens(binned.indices[entry])
     flat[position + 1] = vocab.bin_tokens(binned.indices[entry], binned.data[entry])
     tokens = flat.reshape(n_windows, max_length)
-    lengths = 2 * np.bincount(window_of_pair, minlength=n_windows).astype(np.int32)
     cell_index = np.repeat(np.arange(n_cells, dtype=np.int32), per_cell)
     if name_all:
         names, context = joined_group_names(window, p_group, groups.names)

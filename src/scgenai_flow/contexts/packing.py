@@ -55,15 +55,16 @@ def sort_by_group(groups: np.ndarray, items: np.ndarray, n: int, scratch_g, scra
 
 
 @njit(cache=True)
-def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, first_cell):
+def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, first_cell, max_length):
     """Lay out every cell's group pieces into windows.
 
     A cell's (group, gene) pairs are sorted by group (genes stay in vocabulary order), cut
     into pieces of at most `capacity` pairs, each piece repeated `depth` times; the pieces
     are shuffled (seeded Fisher-Yates) and packed whole, greedily, into windows.
-    Returns per pair: its entry (position in `genes`), window and slot; per piece (in
-    packing order): window and group; per window: the group of its largest piece (the
-    first, on ties); and windows per cell.
+    Returns per pair: its entry (position in `genes`) and the flat position of its gene
+    token in a (windows, max_length) array; per piece (in packing order): window and group;
+    per window: its length in tokens and the group of its largest piece (the first, on
+    ties); and windows per cell.
     """
     n_cells = indptr.size - 1
     total = longest = 0
@@ -74,8 +75,8 @@ def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, 
         total += count
         longest = max(longest, count)
     pair_entry = np.empty(total * depth, np.int64)
-    pair_window = np.empty(total * depth, np.int64)
-    pair_slot = np.empty(total * depth, np.int64)
+    pair_position = np.empty(total * depth, np.int64)
+    window_length = np.zeros(total * depth, np.int32)
     piece_window = np.empty(total * depth, np.int64)
     piece_group = np.empty(total * depth, np.int64)
     window_group = np.empty(total * depth, np.int64)
@@ -120,9 +121,9 @@ def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, 
                 largest = p_size[q]
             for i in range(p_size[q]):
                 pair_entry[n_pairs] = unit_entry[p_start[q] + i]
-                pair_window[n_pairs] = n_windows + window
-                pair_slot[n_pairs] = filled + i
+                pair_position[n_pairs] = (n_windows + window) * max_length + 2 * (filled + i)
                 n_pairs += 1
+            window_length[n_windows + window] += 2 * p_size[q]
             piece_window[n_pieces] = n_windows + window
             piece_group[n_pieces] = unit_group[p_start[q]]
             n_pieces += 1
@@ -131,8 +132,8 @@ def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, 
         n_windows += window + 1
     return (
         pair_entry[:n_pairs],
-        pair_window[:n_pairs],
-        pair_slot[:n_pairs],
+        pair_position[:n_pairs],
+        window_length[:n_windows],
         piece_window[:n_pieces],
         piece_group[:n_pieces],
         window_group[:n_windows],
