@@ -84,10 +84,9 @@ def column_map(source_genes: np.ndarray, target_genes: np.ndarray) -> np.ndarray
 def align_columns(chunk: sp.csr_matrix, col_map: np.ndarray, n_target: int) -> sp.csr_matrix:
     """Move columns to their target positions, dropping unmapped ones and stored zeros."""
     mapped = col_map[chunk.indices]
-    keep = (mapped >= 0) & (chunk.data != 0)
-    kept_before = np.concatenate(([0], np.cumsum(keep)))
+    kept = np.flatnonzero((mapped >= 0) & (chunk.data != 0))
     out = sp.csr_matrix(
-        (chunk.data[keep], mapped[keep].astype(np.int32), kept_before[chunk.indptr]),
+        (chunk.data[kept], mapped[kept].astype(np.int32), np.searchsorted(kept, chunk.indptr)),
         shape=(chunk.shape[0], n_target),
     )
     out.sort_indices()

@@ -78,18 +78,41 @@ def register(*names: str) -> Callable[[ContextMethod], ContextMethod]:
 
 
 def concat_windows(parts: list[Windows], cell_offsets: list[int]) -> Windows:
-    """Join per-chunk windows, shifting cell indices and merging context names."""
-    names, inverse = np.unique(np.concatenate([p.context_names for p in parts]), return_inverse=True)
+    """Join per-chunk windows, shifting cell indices; context names are concatenated (a name
+    may repeat across chunks: sorting millions of strings to dedupe them is not worth it)."""
+    names = np.concatenate([p.context_names for p in parts])
     starts = np.cumsum([0] + [p.context_names.size for p in parts])
     return Windows(
         tokens=np.concatenate([p.tokens for p in parts]),
         lengths=np.concatenate([p.lengths for p in parts]),
         cell_index=np.concatenate([p.cell_index + off for p, off in zip(parts, cell_offsets)]),
-        context_index=np.concatenate(
-            [inverse[start + p.context_index] for p, start in zip(parts, starts)]
-        ).astype(np.int32),
+        context_index=np.concatenate([start + p.context_index for p, start in zip(parts, starts)]).astype(
+            np.int32
+        ),
         context_names=names,
     )
+
+
+def merge_by_cell(first: Windows, second: Windows) -> Windows:
+    """Windows of both sets in cell order (each cell: `first`'s windows, then `second`'s),
+    copying the token rows once."""
+    names = np.concatenate((first.context_names, second.context_names))
+    cells = np.concatenate((first.cell_index, second.cell_index))
+    place = np.empty(cells.size, dtype=np.int64)
+    place[np.argsort(cells, kind="stable")] = np.arange(cells.size)
+    head, tail = place[: len(first)], place[len(first) :]
+    tokens = np.empty((cells.size, first.tokens.shape[1]), dtype=first.tokens.dtype)
+    tokens[head], tokens[tail] = first.tokens, second.tokens
+    lengths, cell_index, context = (
+        np.empty_like(first.lengths, shape=cells.size),
+        np.empty_like(cells),
+        np.empty(cells.size, np.int32),
+    )
+    lengths[head], lengths[tail] = first.lengths, second.lengths
+    cell_index[head], cell_index[tail] = first.cell_index, second.cell_index
+    context[head] = first.context_index
+    context[tail] = first.context_names.size + second.context_index
+    return Windows(tokens, lengths, cell_index.astype(np.int32), context, names)
 
 
 def with_empty_cells(windows: Windows, n_cells: int, max_length: int, pad_id: int) -> Windows:
@@ -101,17 +124,14 @@ def with_empty_cells(windows: Windows, n_cells: int, max_length: int, pad_id: in
         return windows
     filler = np.full((missing.size, max_length), pad_id, dtype=windows.tokens.dtype)
     filler[:, 0] = UNK_ID
-    names = np.append(windows.context_names, "no_expressed_gene")
-    order = np.argsort(np.concatenate((windows.cell_index, missing)), kind="stable")
-    return Windows(
-        tokens=np.concatenate((windows.tokens, filler))[order],
-        lengths=np.concatenate((windows.lengths, np.ones(missing.size, dtype=np.int32)))[order],
-        cell_index=np.concatenate((windows.cell_index, missing.astype(np.int32)))[order],
-        context_index=np.concatenate(
-            (windows.context_index, np.full(missing.size, names.size - 1, dtype=np.int32))
-        )[order],
-        context_names=names,
+    empty = Windows(
+        filler,
+        np.ones(missing.size, dtype=np.int32),
+        missing.astype(np.int32),
+        np.zeros(missing.size, dtype=np.int32),
+        np.array(["no_expressed_gene"]),
     )
+    return merge_by_cell(windows, empty)
 
 
 def build_windows(

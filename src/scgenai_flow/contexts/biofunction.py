@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from ..io import InputError
 from ..preprocess import align_columns
 from ..vocab import Vocabulary
-from . import ChunkWindows, ContextSettings, Windows, concat_windows, register
+from . import ChunkWindows, ContextSettings, Windows, merge_by_cell, register
 from .groups import GeneGroups, group_windows
 from .multiomics import with_adt_groups
 from .sliding import sliding_windows
@@ -82,8 +82,6 @@ def biofunction_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWi
         rest_tokens, rest_offsets = vocab.tokenize(align_columns(binned, in_no_set, vocab.n_features))
         rest = sliding_windows(rest_tokens, rest_offsets, settings.max_length, settings.stride, vocab.pad_id)
         rest.context_names = np.char.add("no_set_", rest.context_names)
-        joined = concat_windows([grouped, rest], [0, 0])
-        order = np.argsort(joined.cell_index, kind="stable")
-        return joined.subset(order)
+        return merge_by_cell(grouped, rest)
 
     return chunk_windows

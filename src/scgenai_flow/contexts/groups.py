@@ -90,23 +90,15 @@ def joined_group_names(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per window, its distinct group names in packing order joined by ';' (the first
     `at_most`, then '+N more', so that ids stay short on large gene-set collections)."""
-    key = window.astype(np.int64) * names.size + group
-    _, first_seen = np.unique(key, return_index=True)
-    first_seen.sort()
-    windows, groups = window[first_seen], group[first_seen]
-    starts = segment_starts(windows)
-    rank = np.arange(windows.size) - np.repeat(starts, np.diff(np.r_[starts, windows.size]))
-    n_windows = int(windows.max(initial=-1)) + 1
-    shown = np.full((n_windows, at_most), -1)
-    keep = rank < at_most
-    shown[windows[keep], rank[keep]] = groups[keep]
+    from .packing import window_groups
+
+    n_windows = int(window.max(initial=-1)) + 1
+    shown, hidden = window_groups(window, group, n_windows, names.size, at_most)
     padded = np.append(names.astype(str), "")
     labels = padded[shown[:, 0]]
     for column in range(1, at_most):
         more = shown[:, column] >= 0
         labels = np.where(more, np.strings.add(np.strings.add(labels, ";"), padded[shown[:, column]]), labels)
-    hidden = np.bincount(windows[~keep], minlength=n_windows)
     suffix = np.strings.add(np.strings.add(";+", hidden.astype(str)), " more")
     labels = np.where(hidden > 0, np.strings.add(labels, suffix), labels)
-    unique, inverse = np.unique(labels, return_inverse=True)
-    return unique, inverse.astype(np.int32)
+    return labels, np.arange(n_windows, dtype=np.int32)  # one name per window

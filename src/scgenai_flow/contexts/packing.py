@@ -139,3 +139,24 @@ def pack_cells(indptr, genes, member_ptr, member_groups, capacity, depth, seed, 
         window_group[:n_windows],
         windows_per_cell,
     )
+
+
+@njit(cache=True)
+def window_groups(piece_window, piece_group, n_windows, n_groups, at_most):
+    """Per window, its first `at_most` distinct groups in packing order (-1 = none) and how
+    many more it holds."""
+    shown = np.full((n_windows, at_most), -1, np.int64)
+    hidden = np.zeros(n_windows, np.int64)
+    count = np.zeros(n_windows, np.int64)
+    seen = np.full(n_groups, -1, np.int64)  # last window each group was counted in
+    for p in range(piece_window.size):
+        w, g = piece_window[p], piece_group[p]
+        if seen[g] == w:
+            continue
+        seen[g] = w
+        if count[w] < at_most:
+            shown[w, count[w]] = g
+            count[w] += 1
+        else:
+            hidden[w] += 1
+    return shown, hidden
