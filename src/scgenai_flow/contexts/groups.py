@@ -1,8 +1,9 @@
-"""Pack gene groups (cytobands, gene sets) of each cell into windows, vectorised over cells.
+"""Pack gene groups (cytobands, gene sets) of each cell into windows.
 
 A cell's expressed genes are grouped; each group (split into window-sized pieces when
 larger than a window) is repeated `depth` times, the pieces are put in a seeded random
-order, and whole pieces are packed greedily, in that order, into windows.
+order, and whole pieces are packed greedily, in that order, into windows. The per-cell
+work is the compiled kernel in `packing`; this module turns its output into `Windows`.
 """
 
 from __future__ import annotations
@@ -35,11 +36,6 @@ def mix(*keys: np.ndarray) -> np.ndarray:
             h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             h = h ^ (h >> np.uint64(31))
     return h
-
-
-def segment_starts(values: np.ndarray) -> np.ndarray:
-    """Start index of each run of equal values in a sorted array."""
-    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if values.size else values
 
 
 def group_windows(
