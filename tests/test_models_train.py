@@ -139,3 +139,13 @@ def test_partial_last_batch_maps_to_the_right_windows(real_windows) -> None:
     whole = window_probabilities(model, some, 40, CPU)
     batched = window_probabilities(model, some, 7, CPU)  # last batch is partial
     np.testing.assert_allclose(whole, batched, rtol=1e-4, atol=1e-5)
+
+
+def test_macro_f1_matches_the_definition() -> None:
+    from scgenai_flow.metrics import confusion, macro_f1
+
+    true = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 2, 0])
+    # per class F1: 0 -> 2*1/(2+2)=0.5, 1 -> 2*2/(2+3)=0.8, 2 -> 2*1/(2+1)=0.667; class 3 absent
+    assert macro_f1(true, predicted, 4) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert confusion(true, predicted, 4)[1].tolist() == [0, 2, 0, 0]

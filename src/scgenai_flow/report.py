@@ -31,9 +31,10 @@ def curves_png(history: pd.DataFrame) -> bytes:
         ("Train Accuracy", "train (windows)"),
         ("Validation Window Accuracy", "validation (windows)"),
         ("Validation Accuracy", "validation (cells)"),
+        ("Validation Macro F1", "validation macro-F1 (cells)"),
     ):
         acc_ax.plot(history["Epoch"], history[column], marker="o", label=label)
-    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    acc_ax.set(title="Accuracy and macro-F1", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .contexts import Windows, load_windows
 from .io import InputError, atomic_path, write_csv
+from .metrics import macro_f1
 from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
 from .predict import batch_indices, batch_tensors, predict_cells, window_probabilities
 from .runtime import seed_everything, select_device
@@ -31,6 +32,7 @@ HISTORY_COLUMNS = (
     "Validation Accuracy",
     "Validation Window Accuracy",
     "Validation Loss",
+    "Validation Macro F1",
     "Seconds",
 )
 
@@ -91,7 +93,7 @@ def train_epoch(
 def evaluate(
     model: CellClassifier, data: LabelledWindows, batch_size: int, device: torch.device
 ) -> dict[str, float]:
-    """Window loss and accuracy, and cell accuracy with the best-window rule."""
+    """Window loss and accuracy, and cell accuracy and macro-F1 with the best-window rule."""
     probs = window_probabilities(model, data.windows, batch_size, device)
     labels = data.window_labels
     picked = probs[np.arange(labels.size), labels]
@@ -100,6 +102,7 @@ def evaluate(
         "Validation Accuracy": float((cells.label == data.cell_labels).mean()),
         "Validation Window Accuracy": float((probs.argmax(1) == labels).mean()),
         "Validation Loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+        "Validation Macro F1": macro_f1(data.cell_labels, cells.label, probs.shape[1]),
     }
 
 
