@@ -1,4 +1,5 @@
-"""Config checks that go beyond the JSON schema: unknown keys with a suggestion."""
+"""Config checks that go beyond the JSON schema: unknown keys with a suggestion, values with
+what was expected, window lengths the backbone can take."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .io import InputError
+
+# Longest window per backbone: GPT-2 and BigBird as published (1,024 and 4,096 learned
+# positions); LLaMA (rotary positions) and scgent have no table limit, so the bound is memory.
+MAX_LENGTH = {"gpt": 1024, "bigbird": 4096, "llama": 16384, "scgent": 16384}
 
 
 def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -26,8 +31,74 @@ def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: s
     return messages
 
 
+def expected(schema: Mapping[str, Any]) -> str:
+    """What a schema node accepts, in words: 'an even integer >= 4', 'one of a, b'."""
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    kinds = schema.get("type", "value")
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false"}
+    text = " or ".join(words.get(k, k) for k in kinds)
+    if schema.get("multipleOf") == 2:
+        text = text.replace("an integer", "an even integer")
+    elif "multipleOf" in schema:
+        text += f" that is a multiple of {schema['multipleOf']}"
+    bounds = [
+        f"{sign} {schema[key]}"
+        for key, sign in (
+            ("minimum", ">="),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "<="),
+            ("exclusiveMaximum", "<"),
+        )
+        if key in schema
+    ]
+    return " ".join([text, " and ".join(bounds)]).strip()
+
+
+def value_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Messages for values the schema refuses: '<key>: <value> <problem>; expected <what>'."""
+    from jsonschema import Draft202012Validator
+
+    messages = []
+    for error in Draft202012Validator(schema).iter_errors(config):
+        if error.validator == "additionalProperties":
+            continue  # reported by unknown_keys with a suggestion
+        key = ".".join(map(str, error.absolute_path)) or "config"
+        hint = ""
+        if error.validator == "enum" and isinstance(error.instance, str):
+            close = difflib.get_close_matches(error.instance, list(map(str, error.validator_value)), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+        messages.append(f"{key}: {error.instance!r} is not valid; expected {expected(error.schema)}{hint}")
+    return sorted(set(messages))  # one line per key and problem
+
+
+def setting(config: Mapping[str, Any], schema: Mapping[str, Any], section: str, key: str) -> Any:
+    """A config value, or its schema default when the config leaves it out."""
+    given = config.get(section)
+    if isinstance(given, Mapping) and key in given:
+        return given[key]
+    return schema["properties"][section]["properties"][key].get("default")
+
+
+def length_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """A window longer than the backbone takes."""
+    backbone = setting(config, schema, "model", "backbone")
+    length = setting(config, schema, "context", "max_length")
+    limit = MAX_LENGTH.get(backbone)
+    if limit is None or not isinstance(length, int) or length <= limit:
+        return []
+    return [
+        f"context.max_length: {length} is above what model.backbone '{backbone}' takes; expected <= {limit}"
+    ]
+
+
 def check_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
-    """Raise one error listing every unknown key (the schema check follows)."""
+    """Raise one error listing every unknown key and every invalid value (before the schema
+    check, whose messages are terse)."""
     messages = unknown_keys(config, schema)
+    messages += value_errors(config, schema)
+    if not messages:
+        messages = length_errors(config, schema)
     if messages:
         raise InputError("invalid configuration:\n  " + "\n  ".join(messages))

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from .io import InputError
 
+if TYPE_CHECKING:  # anndata is imported where used: the Snakefile imports this module for EMBEDDED
+    import anndata as ad
+
 EMBEDDED = "pbmc68k_reduced"
 
 
 def embedded_pbmc68k() -> ad.AnnData:
     """scanpy's bundled 700 PBMCs with log-normalised `.raw` values as a sparse `X`."""
+    import anndata as ad
     import scanpy as sc
 
     full = sc.datasets.pbmc68k_reduced()
@@ -31,7 +35,10 @@ def stratified_split(labels: pd.Series, fractions: dict[str, float], seed: int) 
     """Split cell positions by label: each named part takes its fraction of every class
     (rounded), and "train" takes the rest."""
     if labels.isna().any():
-        raise InputError(f"label column '{labels.name}' has missing values")
+        raise InputError(
+            f"label column '{labels.name}': {int(labels.isna().sum())} cells have no label;"
+            " expected a label for every cell"
+        )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], **{name: [] for name in fractions}}
     codes, _ = pd.factorize(labels, sort=True)
@@ -62,7 +69,10 @@ def write_splits(
     )
     for name, rows in parts.items():
         if rows.size == 0:
-            raise InputError(f"split '{name}' got no cells; lower its fraction or give a file")
+            raise InputError(
+                f"split '{name}' got no cells; expected enough cells per class for data.val_fraction"
+                f" and data.predict_fraction, or a data.{name} file"
+            )
         write_h5ad(adata[rows].copy(), outputs[name])
         if proteins is not None:
             write_h5ad(proteins[rows].copy(), outputs[f"{name}_adt"])
@@ -73,13 +83,15 @@ def load_source(source: str, use_raw: bool) -> ad.AnnData:
     """The data set to split: the embedded one by name, or a user's h5ad (read, never modified)."""
     if source == EMBEDDED:
         return embedded_pbmc68k()
+    import anndata as ad
+
     from .io import h5ad_info
 
     h5ad_info(source, use_raw)  # clear error for a missing or non-h5ad file
     adata = ad.read_h5ad(source)
     if use_raw:
         if adata.raw is None:
-            raise InputError(f"{source}: data.use_raw is true but the file has no .raw")
+            raise InputError(f"{source}: use_raw is true but the file has no .raw; expected a .raw matrix")
         adata = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=pd.DataFrame(index=adata.raw.var_names))
     return adata
 
@@ -96,6 +108,8 @@ def synthetic_adt(obs: pd.DataFrame, label_column: str, seed: int = 0) -> ad.Ann
     Per protein a background level; each class raises three marker proteins 3-10x; cells
     differ in capture depth; counts are negative binomial with 10% dropouts.
     """
+    import anndata as ad
+
     rng = np.random.default_rng(seed)
     codes, classes = pd.factorize(obs[label_column].astype(str), sort=True)
     n_proteins = len(PROTEINS)

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from anndata.io import read_elem, sparse_dataset
+
+if TYPE_CHECKING:  # anndata is imported where used: the Snakefile imports this module too
+    import anndata as ad
 
 
 class InputError(ValueError):
     """A user input is missing or malformed; the message names it and what was expected."""
+
+
+class OutputError(InputError):
+    """An output cannot be written (no space, read-only location); the message names it."""
+
+
+# Errors of writing, not of the data: reported as an OutputError naming the target.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR}
 
 
 @dataclass(frozen=True)
@@ -35,17 +47,18 @@ class H5adInfo:
 def _open_h5ad(path: str | Path) -> h5py.File:
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: file not found (expected an .h5ad file)")
+        raise InputError(f"{path}: file not found; expected an .h5ad file")
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise InputError(f"{path}: not a readable .h5ad (HDF5) file: {err}") from err
+        raise InputError(f"{path}: not a readable HDF5 file ({err}); expected an AnnData .h5ad file") from err
 
 
 def _matrix_node(handle: h5py.File, path: Path, use_raw: bool) -> h5py.Group | h5py.Dataset:
     key = "raw/X" if use_raw else "X"
     if key not in handle:
-        raise InputError(f"{path}: no '{key}' matrix in the file")
+        hint = " (use_raw is true: the file needs a .raw)" if use_raw else ""
+        raise InputError(f"{path}: no '{key}' matrix in the file; expected an AnnData .h5ad{hint}")
     return handle[key]
 
 
@@ -68,7 +81,9 @@ def read_obs(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     with _open_h5ad(path) as handle:
         if "obs" not in handle:
-            raise InputError(f"{path}: no 'obs' table in the file")
+            raise InputError(f"{path}: no 'obs' table in the file; expected an AnnData .h5ad")
+        from anndata.io import read_elem
+
         return read_elem(handle["obs"])
 
 
@@ -78,7 +93,9 @@ def read_var_names(path: str | Path, use_raw: bool = False) -> np.ndarray:
     with _open_h5ad(path) as handle:
         key = "raw/var" if use_raw else "var"
         if key not in handle:
-            raise InputError(f"{path}: no '{key}' table in the file")
+            raise InputError(f"{path}: no '{key}' table in the file; expected an AnnData .h5ad")
+        from anndata.io import read_elem
+
         return np.asarray(read_elem(handle[key]).index, dtype=str)
 
 
@@ -94,6 +111,8 @@ def iter_csr_chunks(
             for start in range(0, n_cells, chunk_cells):
                 yield sp.csr_matrix(node[start : start + chunk_cells])
             return
+        from anndata.io import sparse_dataset
+
         matrix = sparse_dataset(node)
         if matrix.format == "csc":
             # Row blocks of a CSC matrix cost a full scan each: convert once.
@@ -107,18 +126,36 @@ def iter_csr_chunks(
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto `target` only if the block succeeds."""
+    """Yield a temporary sibling path; rename it onto `target` only if the block succeeds.
+
+    A full disk or an unwritable location becomes an `OutputError` naming `target`."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise OutputError(f"{target}: cannot create it ({err}); expected a writable directory") from err
     staged = tmp / target.name
+    failure = None
     try:
         yield staged
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(staged, target)
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        failure = os.strerror(err.errno)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if failure:
+        # Raised outside the handler: the writer's frames (open HDF5 handles) are freed now,
+        # not at interpreter exit, where h5py can crash on them.
+        gc.collect()
+        raise OutputError(
+            f"{target}: cannot write it ({failure}); expected free disk space and a writable"
+            " results directory (nothing was written)"
+        )
 
 
 def write_h5ad(adata: ad.AnnData, target: str | Path) -> None:

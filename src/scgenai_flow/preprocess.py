@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from .io import InputError, h5ad_info, iter_csr_chunks, read_obs, read_var_names
+
+if TYPE_CHECKING:
+    import anndata as ad
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ class MatrixScan:
     n_cells: int
     max_value: float
     expressed_cells: np.ndarray  # per gene: cells with a value > 0
+    empty_cells: int = 0  # cells without any value > 0
 
     @property
     def raw_counts(self) -> bool:
@@ -33,27 +37,53 @@ class MatrixScan:
         return self.max_value > RAW_COUNT_THRESHOLD
 
 
+def check_values(data: np.ndarray, path: str | Path, matrix: str) -> None:
+    """Stored values must be finite and not negative."""
+    if not np.isfinite(data).all():
+        kind = "NaN" if np.isnan(data).any() else "infinite"
+        raise InputError(
+            f"{path}: {matrix} holds {kind} values; expected finite counts or log-normalised values"
+        )
+    if data.min() < 0:
+        raise InputError(
+            f"{path}: {matrix} holds negative values (min {float(data.min()):g}); expected counts or"
+            " log-normalised values (scaled data? point at the unscaled layer, e.g. data.use_raw: true)"
+        )
+
+
 def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_000) -> MatrixScan:
     """Check values and count expressing cells per gene, chunk by chunk."""
     info = h5ad_info(path, use_raw)
+    matrix = "raw/X" if use_raw else "X"
     if info.n_cells == 0 or info.n_genes == 0:
-        raise InputError(f"{path}: empty expression matrix ({info.n_cells} cells x {info.n_genes} genes)")
+        raise InputError(
+            f"{path}: empty expression matrix {matrix} ({info.n_cells} cells x {info.n_genes} genes);"
+            " expected at least one cell and one gene"
+        )
     expressed = np.zeros(info.n_genes, dtype=np.int64)
     max_value = 0.0
+    fraction: float | None = None  # a non-integer value, if any
+    empty = 0
     for chunk in iter_csr_chunks(path, chunk_cells, use_raw):
         data = chunk.data
+        positive = data > 0
+        seen = np.concatenate(([0], np.cumsum(positive)))[chunk.indptr]
+        empty += int((np.diff(seen) == 0).sum())
         if data.size == 0:
             continue
-        if not np.isfinite(data).all():
-            raise InputError(f"{path}: X holds NaN or infinite values (expected finite values)")
-        if data.min() < 0:
-            raise InputError(
-                f"{path}: X holds negative values (expected counts or log-normalised values;"
-                " scaled data? point at the unscaled layer, e.g. data.use_raw: true)"
-            )
+        check_values(data, path, matrix)
         max_value = max(max_value, float(data.max()))
-        expressed += np.bincount(chunk.indices[data > 0], minlength=info.n_genes)
-    return MatrixScan(info.n_cells, max_value, expressed)
+        if fraction is None:
+            odd = np.flatnonzero(data != np.round(data))
+            fraction = float(data[odd[0]]) if odd.size else None
+        expressed += np.bincount(chunk.indices[positive], minlength=info.n_genes)
+    if max_value > RAW_COUNT_THRESHOLD and fraction is not None:
+        raise InputError(
+            f"{path}: {matrix} has values above {RAW_COUNT_THRESHOLD:g} (max {max_value:g}), so it is read as"
+            f" raw counts, but holds non-integer values (e.g. {fraction:g}); expected integer raw counts,"
+            f" or log-normalised values (max <= {RAW_COUNT_THRESHOLD:g}): normalised but not log-transformed?"
+        )
+    return MatrixScan(info.n_cells, max_value, expressed, empty)
 
 
 def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
@@ -61,7 +91,10 @@ def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
     values, counts = np.unique(genes, return_counts=True)
     if (counts > 1).any():
         dups = ", ".join(values[counts > 1][:5])
-        raise InputError(f"{path}: duplicate gene names in var_names ({dups}); expected unique")
+        raise InputError(
+            f"{path}: {int((counts > 1).sum())} duplicate gene name(s) in var_names ({dups}); expected unique"
+            " names (e.g. anndata's var_names_make_unique())"
+        )
 
 
 def select_genes(genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int, seed: int) -> np.ndarray:
@@ -69,8 +102,8 @@ def select_genes(genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int,
     kept = genes[expressed_cells >= min_cells]
     if kept.size == 0:
         raise InputError(
-            f"no gene is expressed in at least min_cells={min_cells} cells"
-            f" (most-expressed gene: {int(expressed_cells.max(initial=0))} cells)"
+            f"preprocess.min_cells: no gene is expressed in at least min_cells={min_cells} cells"
+            f" (most-expressed gene: {int(expressed_cells.max(initial=0))} cells); expected a lower min_cells"
         )
     return kept[np.random.default_rng(seed).permutation(kept.size)]
 
@@ -172,7 +205,7 @@ def preprocess_file(
     vocabulary order; with them (val / predict) the file is aligned to that order.
     """
     if settings.num_bins < 1 or settings.num_bins > 254:
-        raise InputError(f"num_bins={settings.num_bins}: expected 1..254")
+        raise InputError(f"preprocess.num_bins: {settings.num_bins}; expected 1..254")
     genes = read_var_names(path, settings.use_raw)
     check_unique_genes(genes, path)
     scan = scan_matrix(path, settings.use_raw, settings.chunk_cells)
@@ -181,9 +214,19 @@ def preprocess_file(
     col_map = column_map(genes, trained_genes)
     overlap = int((col_map >= 0).sum())
     if overlap == 0:
-        raise InputError(f"{path}: none of its {genes.size} genes is among the model's trained genes")
+        raise InputError(
+            f"{path}: none of its {genes.size} genes is among the model's {trained_genes.size} trained genes;"
+            f" expected the training data's gene names (e.g. {', '.join(trained_genes[:3])})"
+        )
     if overlap < 0.5 * trained_genes.size:
-        log.warning("%s: only %d of %d trained genes present", path, overlap, trained_genes.size)
+        log.warning(
+            "%s: only %d of the %d trained genes (%.0f%%) are in the file; the others count as not"
+            " expressed, so predictions may be poor (same gene names and species as the training data?)",
+            path,
+            overlap,
+            trained_genes.size,
+            100 * overlap / trained_genes.size,
+        )
     log.info(
         "%s: %d cells, %d genes -> %d vocabulary genes (%d present); %s",
         path,
@@ -209,7 +252,17 @@ def preprocess_file(
     matrix = sp.csr_matrix((data, indices, indptr), shape=(scan.n_cells, trained_genes.size))
     empty = int((np.diff(indptr) == 0).sum())
     if empty:
-        log.warning("%s: %d cells express none of the vocabulary genes", path, empty)
+        log.warning(
+            "%s: %d of %d cells express none of the %d vocabulary genes (%d of them no gene at all);"
+            " they are kept, and each gets one <unk> window (context_id 'no_expressed_gene')",
+            path,
+            empty,
+            scan.n_cells,
+            trained_genes.size,
+            scan.empty_cells,
+        )
+    import anndata as ad
+
     obs = read_obs(path)
     result = ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=pd.Index(trained_genes, name="gene")))
     result.uns["preprocess"] = {

@@ -123,7 +123,10 @@ class Vocabulary:
         codes = pd.Index(self.classes).get_indexer(values)
         if (codes < 0).any():
             unknown = ", ".join(sorted(set(values[codes < 0]))[:5])
-            raise InputError(f"{source}: labels never seen in training: {unknown}")
+            raise InputError(
+                f"{source}: labels never seen in training: {unknown}; expected one of the model's"
+                f" {self.classes.size} classes ({', '.join(self.classes[:10])})"
+            )
         return codes.astype(np.int32)
 
     @cached_property
@@ -203,26 +206,42 @@ class Vocabulary:
         directory = Path(directory)
         missing = [name for name in VOCAB_FILES if not (directory / name).is_file()]
         if missing:
-            raise InputError(f"{directory}: missing vocabulary files {', '.join(missing)}")
-        genes = np.load(directory / "trained_genes.npy")
-        bins = np.load(directory / "expression_vocab.npy")
-        classes = np.load(directory / "label_encoder_classes.npy")
-        adt = {}
-        if (directory / "adt_vocab.npy").is_file():
-            adt = {
-                "adt_features": np.load(directory / "adt_vocab.npy")["feature"].astype(str),
-                "adt_num_bins": int(np.load(directory / "adt_expression_vocab.npy").size) - 1,
+            raise InputError(
+                f"{directory}: missing vocabulary files {', '.join(missing)}; expected a vocabulary or"
+                " model directory written by this workflow"
+            )
+        try:
+            npy = {
+                name: np.load(directory / name)
+                for name in (*VOCAB_FILES, "adt_vocab.npy", "adt_expression_vocab.npy")
+                if name.endswith(".npy") and (directory / name).is_file()
             }
-        added = int(
-            (np.load(directory / "gene_vocab.npy")["id"] > int(np.load(directory / "pad_token_id.npy"))).sum()
+        except (OSError, ValueError, EOFError) as err:
+            raise InputError(
+                f"{directory}: unreadable vocabulary file ({err});"
+                " expected .npy files written by this workflow"
+            ) from err
+        genes, classes, pad_id = (
+            npy["trained_genes.npy"],
+            npy["label_encoder_classes.npy"],
+            npy["pad_token_id.npy"],
         )
-        vocab = cls(genes=genes, num_bins=int(bins.size) - 1, classes=classes, n_added_genes=added, **adt)
-        stored_ids = np.load(directory / "gene_vocab.npy")["id"]
-        if int(np.load(directory / "pad_token_id.npy")) != vocab.pad_id or not np.array_equal(
+        adt = {}
+        if "adt_vocab.npy" in npy:
+            adt = {
+                "adt_features": npy["adt_vocab.npy"]["feature"].astype(str),
+                "adt_num_bins": int(npy["adt_expression_vocab.npy"].size) - 1,
+            }
+        stored_ids = npy["gene_vocab.npy"]["id"]
+        added = int((stored_ids > int(pad_id)).sum())
+        num_bins = int(npy["expression_vocab.npy"].size) - 1
+        vocab = cls(genes=genes, num_bins=num_bins, classes=classes, n_added_genes=added, **adt)
+        if int(pad_id) != vocab.pad_id or not np.array_equal(
             stored_ids, vocab.feature_tokens(np.arange(genes.size))
         ):
             raise InputError(
-                f"{directory}: gene_vocab.npy / pad_token_id.npy disagree with the other vocabulary files"
+                f"{directory}: gene_vocab.npy / pad_token_id.npy disagree with the other vocabulary files;"
+                " expected the files of one vocabulary"
             )
         return vocab
 
@@ -239,10 +258,13 @@ def build_vocabulary(
     adt = np.asarray(adt_features if adt_features is not None else [], dtype=str)
     bad = [g for g in [*genes, *adt] if not g or any(c.isspace() for c in g)]
     if bad:
-        raise InputError(f"{source}: gene names must be non-empty without whitespace: {bad[:5]}")
+        raise InputError(f"{source}: gene names {bad[:5]}; expected non-empty names without whitespace")
     present = labels.dropna()
     if present.size < labels.size:
-        raise InputError(f"{source}: {labels.size - present.size} cells have no label in '{labels.name}'")
+        raise InputError(
+            f"{source}: {labels.size - present.size} cells have no label in '{labels.name}';"
+            " expected a label for every cell"
+        )
     classes = np.unique(np.asarray(present, dtype=str))
     if classes.size < 2:
         raise InputError(f"{source}: column '{labels.name}' has {classes.size} class; expected at least 2")
@@ -259,8 +281,8 @@ def require_label_column(obs: pd.DataFrame, column: str, source: str) -> pd.Seri
     """The label column of `obs`, or an error listing the columns there are."""
     if column not in obs.columns:
         raise InputError(
-            f"{source}: obs has no column '{column}' (target_feature);"
-            f" columns: {', '.join(map(str, obs.columns))}"
+            f"{source}: obs has no column '{column}' (data.target_feature); expected one of its"
+            f" columns: {', '.join(map(str, obs.columns)) or '(none)'}"
         )
     return obs[column]
 

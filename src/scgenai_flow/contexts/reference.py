@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,25 +26,58 @@ def write_reference(method: str, user_file: str | None, genes: np.ndarray, direc
     if method not in REFERENCES:
         return
     key, name = REFERENCES[method]
-    if method == "genomic":
-        from .genomic import cytoband_groups, read_cytobands
+    if not user_file and method != "genomic":
+        raise InputError(
+            f"context.{key}: not set; expected a file (context.method '{method}' needs context.{key})"
+        )
+    try:
+        store_reference(method, user_file, genes, directory / name)
+    except InputError as err:
+        raise InputError(f"context.{key}: {err}") from err
 
-        table = read_cytobands(user_file)
-        cytoband_groups(genes, table, str(user_file or "built-in cytobands"))  # fails early if useless
-        table[table["gene_symbol"].isin(genes)].to_csv(directory / name, sep="\t", index=False)
-        return
-    if not user_file:
-        raise InputError(f"context.method '{method}' needs context.{key} (a file)")
+
+def kept_genes(genes: np.ndarray) -> str:
+    """What a reference that names no vocabulary gene should name instead."""
+    return (
+        "; expected genes kept in the vocabulary (expressed in at least preprocess.min_cells training"
+        f" cells, e.g. {', '.join(genes[:3])})"
+    )
+
+
+@contextlib.contextmanager
+def expecting_kept_genes(genes: np.ndarray) -> Iterator[None]:
+    """Add what was expected to a context's 'names no vocabulary gene' error."""
+    try:
+        yield
+    except InputError as err:
+        raise InputError(f"{err}{kept_genes(genes)}") from err
+
+
+def store_reference(method: str, user_file: str | None, genes: np.ndarray, target: Path) -> None:
+    """Write the reference to `target` once it is known to name vocabulary genes."""
     if method == "genelist":
         from .genelist import read_gene_list
 
-        if not np.isin(genes, read_gene_list(user_file)).any():
-            raise InputError(f"{user_file}: none of its genes is among the {genes.size} vocabulary genes")
+        if not np.isin(genes, read_gene_list(str(user_file))).any():
+            raise InputError(
+                f"{user_file}: none of its genes is among the {genes.size} vocabulary genes"
+                + kept_genes(genes)
+            )
+        shutil.copyfile(str(user_file), target)
+    elif method == "genomic":
+        from .genomic import cytoband_groups, read_cytobands
+
+        table = read_cytobands(user_file)
+        with expecting_kept_genes(genes):
+            cytoband_groups(genes, table, str(user_file or "built-in cytobands"))
+        table[table["gene_symbol"].isin(genes)].to_csv(target, sep="\t", index=False)
     else:
         from .biofunction import gene_set_groups, read_gmt
 
-        gene_set_groups(genes, read_gmt(user_file), str(user_file))
-    shutil.copyfile(user_file, directory / name)
+        sets = read_gmt(str(user_file))
+        with expecting_kept_genes(genes):
+            gene_set_groups(genes, sets, str(user_file))
+        shutil.copyfile(str(user_file), target)
 
 
 def reference_options(method: str, directory: str | Path) -> dict[str, str]:
@@ -52,7 +87,10 @@ def reference_options(method: str, directory: str | Path) -> dict[str, str]:
     key, name = REFERENCES[method]
     path = Path(directory) / name
     if not path.is_file():
-        raise InputError(f"{directory}: missing {name}, the reference of context '{method}'")
+        raise InputError(
+            f"{directory}: missing {name}, the reference of context '{method}'; expected a directory"
+            " written by this workflow"
+        )
     return {key: str(path)}
 
 

@@ -117,17 +117,31 @@ def save_model(model: CellClassifier, directory: Path) -> None:
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
 
 
+def read_spec(path: Path) -> ModelSpec:
+    """The `ModelSpec` of a model directory's `config.json`."""
+    try:
+        return ModelSpec(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:  # bad JSON, missing or unknown keys
+        fields = ", ".join(ModelSpec.__dataclass_fields__)
+        raise InputError(f"{path}: not a model config ({err}); expected JSON with {fields}") from err
+
+
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> CellClassifier:
     """Rebuild a classifier from a model directory's `config.json` and weights."""
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise InputError(f"{directory}: missing {name} (expected a model directory)")
-    spec = ModelSpec(**json.loads((directory / CONFIG_FILE).read_text()))
+            raise InputError(
+                f"{directory}: missing {name}; expected a model directory written by this workflow"
+            )
+    spec = read_spec(directory / CONFIG_FILE)
     model = CellClassifier(spec)
     try:
         state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # torch raises several types for damaged files
-        raise InputError(f"{directory / WEIGHTS_FILE}: cannot load weights: {err}") from err
+        raise InputError(
+            f"{directory / WEIGHTS_FILE}: cannot load weights ({err}); expected the weights saved with"
+            f" {directory / CONFIG_FILE}"
+        ) from err
     return model.to(device).eval()

@@ -1,0 +1,29 @@
+from scgenai_flow.checks import check_before_run, input_plan, plan_params
+
+# Cheap checks first: missing inputs, an unwritable results dir or a pretrained model the config
+# contradicts fail here, before any job; check_inputs reads the files' headers before any stage
+# reads their data.
+CHECKS = input_plan(config, trains_here=not EXTERNAL_ONLY)
+check_before_run(CHECKS, config)
+CHECKED = f"{R}/checks/inputs.ok"
+
+
+rule check_inputs:
+    """Check the input files' headers, labels and genes, reference files and model dirs."""
+    input:
+        CHECKS.paths(),
+    output:
+        CHECKED,
+    log:
+        log("check_inputs"),
+    benchmark:
+        bench("check_inputs")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        plan=plan_params(CHECKS),
+    script:
+        "../../scripts/check_inputs.py"
