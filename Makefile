@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format dag clean
+.PHONY: setup link-profiles run test test-slurm gpu-check lint format dag clean
 
-setup: $(STAMP)
+setup: $(STAMP) link-profiles
 
 # torch is pinned (==2.13.0) in pyproject.toml so pip never pulls another build.
 $(STAMP): pyproject.toml
@@ -16,11 +16,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# `snakemake --profile slurm` looks in ~/.config/snakemake, not in profiles/: link ours there,
+# leaving any other profile of the same name alone.
+PROFILE_HOME ?= $(HOME)/.config/snakemake
+link-profiles:
+	@mkdir -p '$(PROFILE_HOME)'
+	@for name in slurm local; do \
+		target='$(CURDIR)/profiles'/$$name; link='$(PROFILE_HOME)'/$$name; \
+		if [ "$$(readlink "$$link")" = "$$target" ]; then :; \
+		elif [ -e "$$link" ] || [ -L "$$link" ]; then \
+			echo "profile $$link exists and is not $$target: left alone (use --profile profiles/$$name)"; \
+		else ln -s "$$target" "$$link" && echo "linked profile $$link -> $$target"; fi; \
+	done
+
 run: setup
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile profiles/local --cores $(CORES) all
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# A real single-node SLURM (root; installs slurmctld/slurmd/munge with apt-get if missing).
+test-slurm: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slurm tests/test_slurm.py
+
+# A short GPU training + prediction on the embedded data: windows/s, tokens/s, peak GPU memory.
+gpu-check: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_check.py
 
 lint: setup
 	$(BIN)/ruff check src scripts tests benchmarks
