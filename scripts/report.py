@@ -1,12 +1,16 @@
-"""Rule report: the training summary PDF."""
+"""Rule report: the training summary PDF, its figures and the per-class validation table."""
 
 from scgenai_flow.runtime import stage
 
 with stage(snakemake.log[0]):
-    from scgenai_flow.report import summary_from_files
+    from scgenai_flow.report import ReportOutputs, summary_from_files
 
     summary_from_files(
         history_csv=snakemake.input.history,
         model_dir=snakemake.input.model,
-        target=snakemake.output[0],
+        validation_csv=snakemake.input.validation,
+        run_info=snakemake.input.run_info,
+        bench_dir=snakemake.params.bench_dir,
+        loop=snakemake.params.loop,
+        outputs=ReportOutputs(**snakemake.output),
     )

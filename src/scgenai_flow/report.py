@@ -1,64 +1,97 @@
-"""The training summary PDF: settings, best epoch, and per-epoch curves."""
+"""The training summary PDF and the report figures and tables beside it."""
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.units import cm
+from reportlab.platypus import (
+    CondPageBreak,
+    Image,
+    KeepTogether,
+    PageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+from reportlab.platypus.flowables import Flowable
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from reportlab.lib import colors  # noqa: E402
-from reportlab.lib.pagesizes import A4  # noqa: E402
-from reportlab.lib.styles import getSampleStyleSheet  # noqa: E402
-from reportlab.lib.units import cm  # noqa: E402
-from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle  # noqa: E402
+from . import figures
+from .io import atomic_path, write_csv
+from .metrics import Evaluation, evaluate_predictions
 
-from .io import atomic_path  # noqa: E402
-
-
-def curves_png(history: pd.DataFrame) -> bytes:
-    """Loss and accuracy per epoch as a PNG."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=150)
-    loss_ax.plot(history["Epoch"], history["Train Loss"], marker="o", label="train")
-    loss_ax.plot(history["Epoch"], history["Validation Loss"], marker="o", label="validation (windows)")
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-    for column, label in (
-        ("Train Accuracy", "train (windows)"),
-        ("Validation Window Accuracy", "validation (windows)"),
-        ("Validation Accuracy", "validation (cells)"),
-        ("Validation Macro F1", "validation macro-F1 (cells)"),
-    ):
-        acc_ax.plot(history["Epoch"], history[column], marker="o", label=label)
-    acc_ax.set(title="Accuracy and macro-F1", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+STYLES = getSampleStyleSheet()
+CELL = STYLES["BodyText"].clone("cell", fontSize=8, leading=9.5)
+HEAD = CELL.clone("head", fontName="Helvetica-Bold")
+WIDTH = 17 * cm
 
 
-def _table(rows: list[list[str]], widths: list[float], header: bool = True) -> Table:
-    table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
-    style = [
-        ("FONTSIZE", (0, 0), (-1, -1), 8),
-        ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+# Benchmarks of stages that do not lead to the model (the report's own, prediction, fine-tuning).
+NOT_UPSTREAM = {"report", "predict", "prediction_report", "finetune"}
+
+
+def stage_times(bench_dir: str | Path) -> pd.DataFrame:
+    """Wall time and peak memory of the stages that made the model, from `benchmark:` files."""
+    rows = []
+    for tsv in sorted(Path(bench_dir).rglob("*.tsv")):
+        stage = tsv.relative_to(bench_dir).with_suffix("").as_posix()
+        if NOT_UPSTREAM & set(stage.split("/")):
+            continue
+        first = pd.read_csv(tsv, sep="\t").iloc[0]
+        rows.append({"stage": stage, "seconds": float(first["s"]), "peak MiB": first.get("max_rss")})
+    return pd.DataFrame(rows, columns=["stage", "seconds", "peak MiB"])
+
+
+def _table(rows: list[list[Any]], widths: list[float], header: bool = True) -> Table:
+    """A grid table; cells are wrapped paragraphs so long names never overflow."""
+    cells = [
+        [Paragraph(_text(v), HEAD if header and i == 0 else CELL) for v in row] for i, row in enumerate(rows)
     ]
+    table = Table(cells, colWidths=widths, repeatRows=1 if header else 0)
+    style = [("GRID", (0, 0), (-1, -1), 0.25, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP")]
     if header:
-        style += [
-            ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
-            ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
-        ]
+        style.append(("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey))
     table.setStyle(TableStyle(style))
     return table
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return "" if np.isnan(value) else f"{value:.4g}"
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _frame_table(frame: pd.DataFrame, first: float = 5 * cm) -> Table:
+    """A DataFrame (index as first column) as a table spanning the page width."""
+    rest = (WIDTH - first) / max(len(frame.columns), 1)
+    rows = [[frame.index.name or "", *frame.columns]]
+    rows += [[index, *values] for index, values in zip(frame.index, frame.to_numpy().tolist())]
+    return _table(rows, [first] + [rest] * len(frame.columns))
+
+
+def _image(png: bytes, width: float = WIDTH) -> Image:
+    """A PNG scaled to `width`, keeping its aspect ratio."""
+    image = Image(io.BytesIO(png))
+    scale = min(width / image.imageWidth, 22 * cm / image.imageHeight)
+    image.drawWidth, image.drawHeight = image.imageWidth * scale, image.imageHeight * scale
+    return image
+
+
+def _section(title: str, *body: Flowable) -> list[Flowable]:
+    return [CondPageBreak(5 * cm), Paragraph(title, STYLES["Heading2"]), *body, Spacer(1, 0.3 * cm)]
 
 
 def flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -72,57 +105,142 @@ def flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, st
     return pairs
 
 
-def write_train_summary(
-    history: pd.DataFrame, settings: Mapping[str, Any], facts: Mapping[str, str], target: str | Path
-) -> None:
-    """Write `train_summary.pdf`: run facts, best epoch, curves, epoch table, settings."""
-    styles = getSampleStyleSheet()
-    best = history.loc[history["Validation Accuracy"].idxmax()]
-    story: list[Any] = [
-        Paragraph("scgenai-flow training summary", styles["Title"]),
-        _table([[k, v] for k, v in facts.items()], [5 * cm, 11 * cm], header=False),
-        Spacer(1, 0.4 * cm),
-        Paragraph(
-            f"Best epoch {int(best['Epoch'])}: "
-            f"validation accuracy (cells) {best['Validation Accuracy']:.3f}, "
-            f"validation accuracy (windows) {best['Validation Window Accuracy']:.3f}, "
-            f"train loss {best['Train Loss']:.3f}.",
-            styles["Normal"],
+@dataclass(frozen=True)
+class SummaryFigures:
+    """The report's figures as PNG bytes (also written beside the PDF)."""
+
+    curves: bytes
+    confusion: bytes
+    scores: bytes
+
+
+def summary_figures(history: pd.DataFrame, evaluation: Evaluation) -> SummaryFigures:
+    return SummaryFigures(
+        curves=figures.curves_png(history),
+        confusion=figures.confusion_png(
+            evaluation.counts, evaluation.classes, "Validation, best model (row-normalised)"
         ),
-        Spacer(1, 0.3 * cm),
-        Image(io.BytesIO(curves_png(history)), width=17 * cm, height=6.8 * cm),
-        Paragraph("Per-epoch results", styles["Heading2"]),
+        scores=figures.score_png(evaluation.scores, evaluation.correct, "Validation prediction_score"),
+    )
+
+
+def write_train_summary(
+    history: pd.DataFrame,
+    settings: Mapping[str, Any],
+    facts: list[tuple[str, str]],
+    evaluation: Evaluation,
+    stages: pd.DataFrame,
+    pictures: SummaryFigures,
+    target: str | Path,
+) -> None:
+    """Write `train_summary.pdf`: run essentials, curves, per-class results, epochs, settings."""
+    best = history.loc[history["Validation Accuracy"].idxmax()]
+    story: list[Flowable] = [
+        Paragraph("scgenai-flow training summary", STYLES["Title"]),
+        _table([list(f) for f in facts], [4.5 * cm, WIDTH - 4.5 * cm], header=False),
+        *_section(
+            "Wall time per stage",
+            _table([["stage", "seconds", "peak MiB"], *stages.to_numpy().tolist()], [9 * cm, 4 * cm, 4 * cm]),
+        ),
+        PageBreak(),
+        Paragraph("Training curves", STYLES["Heading2"]),
+        _image(pictures.curves),
+        *_section(
+            f"Validation per class (best model, epoch {int(best['Epoch'])})",
+            _frame_table(evaluation.table),
+        ),
+        KeepTogether(_section("Confusion matrix", _image(pictures.confusion, 15 * cm))),
+        KeepTogether(_section("Is the score a confidence?", _image(pictures.scores))),
+        *_section("Per-epoch results", _frame_table(history.set_index("Epoch"), 1.4 * cm)),
+        *_section("Settings", _table([["key", "value"], *map(list, flatten(settings))], [6 * cm, 11 * cm])),
     ]
-    small = styles["BodyText"].clone("header", fontSize=8, leading=9, fontName="Helvetica-Bold")
-    header = [Paragraph(str(column), small) for column in history.columns]  # long names wrap
-    rows = [
-        [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
-        for row in history.itertuples(index=False)
-    ]
-    story.append(_table([header, *rows], [16 * cm / len(header)] * len(header)))
-    heading = Paragraph("Settings", styles["Heading2"])
-    heading.keepWithNext = True
-    story += [heading, _table([["key", "value"], *map(list, flatten(settings))], [6 * cm, 10 * cm])]
     with atomic_path(target) as tmp:
         SimpleDocTemplate(str(tmp), pagesize=A4, title="scgenai-flow training summary").build(story)
 
 
-def summary_from_files(history_csv: str, model_dir: str, target: str) -> None:
-    """Training summary PDF from the epoch history and the best model dir."""
-    import json
+def run_facts(
+    settings: Mapping[str, Any], spec: Mapping[str, Any], info: Mapping[str, Any], loop: str
+) -> list[tuple[str, str]]:
+    """The first page's essentials as (name, value) rows."""
+    data = settings["finetune"] if loop == "finetune" else settings["data"]
+    given = settings["finetune"]["model"] if loop == "finetune" else None
+    classes = ", ".join(f"{name} ({n})" for name, n in info["class_counts"].items())
+    rows = [
+        ("training data", str(data["train"] or "embedded pbmc68k_reduced (train split)")),
+        ("validation data", str(data["val"] or "stratified hold-out of the training data")),
+        ("cells", f"{info['train_cells']} train, {info['val_cells']} validation"),
+        (
+            "genes kept",
+            f"{info['genes']}" + (f" (+{info['adt_features']} ADT)" if info["adt_features"] else ""),
+        ),
+        ("target feature", str(settings["data"]["target_feature"])),
+        (f"classes ({len(info['class_counts'])}, train cells)", classes),
+        ("model", f"{spec['backbone']} ({spec['size']}), {info['parameters']:,} parameters"),
+        ("vocabulary", f"{spec['vocab_size']} tokens"),
+        (
+            "context",
+            f"{settings['context']['method']}, {spec['max_length']} tokens per window, "
+            f"{info['train_windows'] / max(info['train_cells'], 1):.1f} windows per train cell",
+        ),
+    ]
+    if loop == "finetune":
+        rows.append(("pretrained model", str(given or "this run's best_model")))
+    train = settings[loop]
+    rows.append(
+        (
+            "training",
+            f"{train['num_epochs']} epochs, batch {train['batch_size']}, learning rate "
+            f"{train['learning_rate']}, weight decay {train['weight_decay']}, seed {settings['seed']}",
+        )
+    )
+    rows.append(("device", f"{info['device']} ({info['device_name']}), {info['threads']} threads, "
+                 f"host {info['host']}, torch {info['torch']}"))  # fmt: skip
+    return rows
 
-    import yaml
 
+def best_epoch_row(history: pd.DataFrame) -> tuple[str, str]:
+    best = history.loc[history["Validation Accuracy"].idxmax()]
+    return (
+        "best epoch",
+        f"{int(best['Epoch'])} of {len(history)}: validation accuracy {best['Validation Accuracy']:.3f} "
+        f"(cells), {best['Validation Window Accuracy']:.3f} (windows), macro-F1 "
+        f"{best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}",
+    )
+
+
+@dataclass(frozen=True)
+class ReportOutputs:
+    """Where the report rule writes."""
+
+    pdf: str
+    metrics: str
+    curves: str
+    confusion: str
+    scores: str
+
+
+def summary_from_files(
+    history_csv: str,
+    model_dir: str,
+    validation_csv: str,
+    run_info: str,
+    bench_dir: str,
+    loop: str,
+    outputs: ReportOutputs,
+) -> None:
+    """The summary PDF and its figures/tables from the training rule's outputs."""
     history = pd.read_csv(history_csv)
     settings = yaml.safe_load((Path(model_dir) / "train_setting.yaml").read_text())
     spec = json.loads((Path(model_dir) / "config.json").read_text())
-    facts = {
-        "training data": str(settings["data"]["train"] or "embedded pbmc68k_reduced (train split)"),
-        "target feature": settings["data"]["target_feature"],
-        "classes": str(spec["num_classes"]),
-        "model": f"{spec['backbone']} ({spec['size']}), vocabulary {spec['vocab_size']} tokens",
-        "context": f"{settings['context']['method']}, {spec['max_length']} tokens per window",
-        "epochs": str(len(history)),
-        "training time": f"{history['Seconds'].sum():.0f} s",
-    }
-    write_train_summary(history, settings, facts, target)
+    info = yaml.safe_load(Path(run_info).read_text())
+    predictions = pd.read_csv(validation_csv, index_col=0)
+    evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
+    stages = stage_times(bench_dir)
+    pictures = summary_figures(history, evaluation)
+    facts = [*run_facts(settings, spec, info, loop), best_epoch_row(history)]
+    facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({len(history)} epochs)"))
+    write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf)
+    write_csv(evaluation.table, outputs.metrics, index=True)
+    for name in ("curves", "confusion", "scores"):
+        with atomic_path(getattr(outputs, name)) as tmp:
+            tmp.write_bytes(getattr(pictures, name))
