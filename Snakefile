@@ -1,11 +1,16 @@
 # scgenai-flow: train transformer cell classifiers and predict new cells.
-# Stages: split_data -> preprocess -> vocabulary -> contexts -> train -> report -> predict
+# Stages: split_data -> preprocess -> vocabulary -> contexts -> train -> validate -> report
+#         -> predict -> prediction_report
 
 
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/checks.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/preprocess_adt.smk"
@@ -15,6 +20,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/prediction_report.smk"
 
 
 rule all:

@@ -13,4 +13,5 @@ with stage(snakemake.log[0]):
         gpus=snakemake.resources.gpu,
         threads=snakemake.threads,
         target=snakemake.output[0],
+        aggregation=snakemake.params.aggregation,
     )

@@ -13,4 +13,6 @@ with stage(snakemake.log[0]):
         outputs=TrainOutputs(**snakemake.output),
         threads=snakemake.threads,
         pretrained_dir=snakemake.input.get("pretrained"),
+        checkpoint=snakemake.params.checkpoint,
+        gpus=snakemake.resources.gpu,
     )

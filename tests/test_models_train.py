@@ -124,6 +124,19 @@ def test_each_cell_takes_its_best_window() -> None:
     np.testing.assert_allclose(cells.score, [0.9, 0.7, 0.55])
 
 
+def test_mean_aggregation_follows_the_mean_log_probability() -> None:
+    # cell 0: one confident window for class 1, two mild ones for class 0 -> mean says class 1
+    probs = np.array([[0.6, 0.4], [0.1, 0.9], [0.55, 0.45], [0.7, 0.3], [0.2, 0.8]], dtype=np.float32)
+    cells = predict_cells(probs, np.array([0, 0, 0, 1, 1]), 2, aggregation="mean")
+    log_mean = np.log(probs[:3]).mean(axis=0)
+    np.testing.assert_array_equal(cells.label, [int(log_mean.argmax()), 1])
+    expected = np.exp(log_mean) / np.exp(log_mean).sum()
+    assert cells.score[0] == pytest.approx(expected.max(), rel=1e-5)
+    np.testing.assert_array_equal(cells.window, [1, 4])  # the window that supports the label most
+    with pytest.raises(ValueError, match="aggregation"):
+        predict_cells(probs, np.array([0, 0, 0, 1, 1]), 2, aggregation="vote")
+
+
 def test_ties_pick_the_first_window_and_missing_windows_are_an_error() -> None:
     probs = np.array([[0.5, 0.5], [0.5, 0.5]], dtype=np.float32)
     assert predict_cells(probs, np.array([0, 0]), 1).window[0] == 0

@@ -37,13 +37,12 @@ TINY = {
 }
 
 
-def snakemake(
-    workdir: Path, *args: str, config: dict | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in `workdir` with the default config plus overrides."""
+def snakemake_command(workdir: Path, *args: str, config: dict | None = None) -> list[str]:
+    """The command running the repository's Snakefile in `workdir` with the default config
+    plus `config` (written to `workdir/overrides.yaml`)."""
     overrides = workdir / "overrides.yaml"
     overrides.write_text(yaml.safe_dump(config or TINY))
-    command = [
+    return [
         *SNAKEMAKE,
         "-s",
         str(REPO / "Snakefile"),
@@ -56,6 +55,13 @@ def snakemake(
         str(REPO / "config/config.yaml"),
         str(overrides),
     ]
+
+
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run snakemake_command; with `check`, a failure shows the end of its output."""
+    command = snakemake_command(workdir, *args, config=config)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
@@ -118,20 +124,10 @@ def test_one_prediction_row_per_input_cell(finished_run: Path) -> None:
 def test_nothing_to_do_after_a_run_and_parameter_changes_rerun_only_dependants(finished_run: Path) -> None:
     assert planned_jobs(finished_run, "all") == {}
     epochs = {**TINY, "train": {**TINY["train"], "num_epochs": 3}}
-    assert planned_jobs(finished_run, "all", config=epochs) == {
-        "train": 1,
-        "report": 1,
-        "predict": 1,
-        "all": 1,
-    }
+    after_training = {"train": 1, "validate": 1, "report": 1, "predict": 1, "prediction_report": 1}
+    assert planned_jobs(finished_run, "all", config=epochs) == {**after_training, "all": 1}
     length = {**TINY, "context": {"max_length": 64}}
-    assert planned_jobs(finished_run, "all", config=length) == {
-        "contexts": 3,
-        "train": 1,
-        "report": 1,
-        "predict": 1,
-        "all": 1,
-    }
+    assert planned_jobs(finished_run, "all", config=length) == {**after_training, "contexts": 3, "all": 1}
     bins = {**TINY, "preprocess": {"min_cells": 150, "num_bins": 5}}
     assert set(planned_jobs(finished_run, "all", config=bins)) == {
         "preprocess_train",
@@ -139,10 +135,89 @@ def test_nothing_to_do_after_a_run_and_parameter_changes_rerun_only_dependants(f
         "vocabulary",
         "contexts",
         "train",
+        "validate",
         "report",
         "predict",
+        "prediction_report",
         "all",
     }
+
+
+@pytest.mark.slow
+def test_sharded_prediction_gathers_the_unsharded_table(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(finished_run, sharded, symlinks=True)
+    (sharded / "results/predictions.csv").unlink()
+    config = {**TINY, "predict": {"shards": 3}}
+    assert planned_jobs(sharded, "results/predictions.csv", config=config) == {
+        "shard_predict": 1,
+        "preprocess_aligned": 3,
+        "contexts": 3,
+        "predict_shard": 3,
+        "gather_predictions": 1,
+    }
+    snakemake(sharded, "results/predictions.csv", config=config)
+    offsets = pd.read_csv(sharded / "results/shards/offsets.csv")
+    assert offsets["cells"].sum() == len(pd.read_csv(finished_run / "results/predictions.csv"))
+    assert (sharded / "results/predictions.csv").read_bytes() == (
+        finished_run / "results/predictions.csv"
+    ).read_bytes()
+
+
+@pytest.mark.slow
+def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: Path) -> None:
+    from pypdf import PdfReader
+
+    model = finished_run / "results/model"
+    pdf = PdfReader(model / "train_summary.pdf")
+    text = " ".join(page.extract_text() for page in pdf.pages)
+    for section in (
+        "training summary", "genes kept", "parameters", "windows per train cell", "device",
+        "Wall time per stage", "Training curves", "Validation per class", "Confusion matrix",
+        "Is the score a confidence?", "Per-epoch results", "Settings",
+    ):  # fmt: skip
+        assert section in text, section
+    assert sum(len(page.images) for page in pdf.pages) >= 3  # curves, confusion, scores
+    history = pd.read_csv(model / "combined_epoch_results.csv")
+    best = history.loc[history["Validation Accuracy"].idxmax()]
+    assert f"validation accuracy {best['Validation Accuracy']:.3f} (cells)" in text
+    # the report's validation table is the best model's cells: the same accuracy as its epoch row
+    metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
+    assert metrics.loc["accuracy", "f1"] == pytest.approx(best["Validation Accuracy"])
+    assert metrics.loc["macro avg", "f1"] == pytest.approx(best["Validation Macro F1"])
+    assert (
+        metrics.loc["accuracy", "support"]
+        == yaml.safe_load((model / "run_info.yaml").read_text())["val_cells"]
+    )
+    for figure in ("training_curves", "validation_confusion", "validation_scores"):
+        assert (model / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_predictions_h5ad_holds_the_input_cells_with_predictions_and_a_umap(finished_run: Path) -> None:
+    results = finished_run / "results"
+    table = pd.read_csv(results / "predictions.csv", index_col=0)
+    cells = ad.read_h5ad(results / "predictions.h5ad")
+    source = ad.read_h5ad(results / "data/predict.h5ad")
+    assert list(cells.obs_names) == list(table.index) and cells.shape == source.shape
+    assert (cells.X != source.X).nnz == 0  # the input's expression, unchanged
+    assert list(cells.obs["PredictedFeature"].astype(str)) == list(table["PredictedFeature"])
+    np.testing.assert_allclose(cells.obs["prediction_score"], table["prediction_score"])
+    assert cells.obsm["X_umap"].shape == (cells.n_obs, 2) and np.isfinite(cells.obsm["X_umap"]).all()
+    metrics = pd.read_csv(results / "prediction_metrics.csv", index_col=0)
+    accuracy = (table["PredictedFeature"] == table["bulk_labels"]).mean()
+    assert metrics.loc["accuracy", "f1"] == pytest.approx(accuracy)
+    assert (results / "prediction_umap.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_snakemake_html_report_lists_the_figures(finished_run: Path) -> None:
+    snakemake(finished_run, "--report", "report.html")
+    html = (finished_run / "report.html").read_text()
+    for name in ("train_summary.pdf", "validation_confusion.png", "prediction_umap.png", "Prediction"):
+        assert name in html, name
 
 
 def test_prediction_target_builds_only_what_prediction_needs(tmp_path: Path) -> None:

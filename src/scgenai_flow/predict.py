@@ -11,6 +11,7 @@ import torch
 
 from .contexts import Windows
 from .models import CellClassifier
+from .runtime import autocast
 
 PREDICTION_COLUMNS = ("context_id", "PredictedFeature", "prediction_score")
 
@@ -39,7 +40,8 @@ def window_probabilities(
     model.eval()
     probs = np.empty((len(windows), model.spec.num_classes), dtype=np.float32)
     for idx in batch_indices(len(windows), batch_size):
-        logits = model(*batch_tensors(windows, idx, device))
+        with autocast(device):
+            logits = model(*batch_tensors(windows, idx, device))
         probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probs
 
@@ -62,14 +64,34 @@ def first_windows(cell_index: np.ndarray, n_cells: int) -> np.ndarray:
     return first
 
 
-def predict_cells(probs: np.ndarray, cell_index: np.ndarray, n_cells: int) -> CellPredictions:
-    """Each cell takes the class of its window with the highest softmax score."""
-    scores = probs.max(axis=1)
+def predict_cells(
+    probs: np.ndarray, cell_index: np.ndarray, n_cells: int, aggregation: str = "max"
+) -> CellPredictions:
+    """Each cell's class: `max` (the original rule) takes its window with the highest softmax
+    score; `mean` takes the class with the highest mean log-probability over its windows, scored
+    by the renormalised geometric mean, and reports the window that supports it best."""
     first = first_windows(cell_index, n_cells)
-    best_score = np.maximum.reduceat(scores, first)
-    is_best = scores == best_score[cell_index]
-    window = np.minimum.reduceat(np.where(is_best, np.arange(scores.size), scores.size), first)
-    return CellPredictions(window=window, label=probs[window].argmax(axis=1), score=best_score)
+    if aggregation == "mean":
+        log_probs = np.log(np.clip(probs, 1e-12, None))
+        counts = np.diff(np.append(first, cell_index.size))[:, None]
+        mean = np.add.reduceat(log_probs, first, axis=0) / counts
+        label = mean.argmax(axis=1)
+        shifted = np.exp(mean - mean.max(axis=1, keepdims=True))
+        score = (shifted / shifted.sum(axis=1, keepdims=True))[np.arange(n_cells), label]
+        support = probs[np.arange(cell_index.size), label[cell_index]]
+        return CellPredictions(window=_argmax_per_cell(support, cell_index, first), label=label, score=score)
+    if aggregation != "max":
+        raise ValueError(f"predict.aggregation '{aggregation}': expected 'max' or 'mean'")
+    scores = probs.max(axis=1)
+    window = _argmax_per_cell(scores, cell_index, first)
+    return CellPredictions(window=window, label=probs[window].argmax(axis=1), score=scores[window])
+
+
+def _argmax_per_cell(values: np.ndarray, cell_index: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per cell, the index of its first window with the largest value."""
+    best = np.maximum.reduceat(values, first)
+    is_best = values == best[cell_index]
+    return np.minimum.reduceat(np.where(is_best, np.arange(values.size), values.size), first)
 
 
 def prediction_table(
@@ -87,7 +109,14 @@ def prediction_table(
 
 
 def predict_from_files(
-    windows_npz: str, cells_h5ad: str, model_dir: str, batch_size: int, gpus: int, threads: int, target: str
+    windows_npz: str,
+    cells_h5ad: str,
+    model_dir: str,
+    batch_size: int,
+    gpus: int,
+    threads: int,
+    target: str,
+    aggregation: str = "max",
 ) -> pd.DataFrame:
     """Predict every cell of a preprocessed file from its saved windows; write the CSV."""
     import logging
@@ -111,7 +140,7 @@ def predict_from_files(
         )
     obs = read_obs(cells_h5ad)
     probs = window_probabilities(model, windows, batch_size, device)
-    cells = predict_cells(probs, windows.cell_index, len(obs))
+    cells = predict_cells(probs, windows.cell_index, len(obs), aggregation)
     table = prediction_table(obs, windows, cells, vocab.classes)
     known = labels >= 0
     if known.any():

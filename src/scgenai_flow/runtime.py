@@ -57,14 +57,27 @@ def select_device(gpus: int, threads: int):  # -> torch.device
     return torch.device("cpu")
 
 
+def autocast(device) -> contextlib.AbstractContextManager:  # device: torch.device
+    """bf16 autocast on CUDA (SDPA picks flash attention there); full precision on CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def stage(log_file: str | Path | None) -> Iterator[None]:
     """Run one workflow stage: log to its file; a bad input ends it with a clear message."""
-    from .io import InputError
+    from .io import InputError, OutputError
 
     setup_logging(log_file)
     try:
         yield
     except InputError as err:
         log.error("%s", err)
+        if isinstance(err, OutputError):  # open HDF5 handles of the failed write crash at exit
+            logging.shutdown()
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            os._exit(1)
         sys.exit(f"error: {err}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,14 @@ import torch
 import yaml
 from torch import nn
 
+from .checkpoint import TrainState, fingerprint, load_checkpoint, remember_best, save_checkpoint
 from .contexts import Windows, load_windows
+from .distributed import ONE_PROCESS, Ranks, join_process_group, launch, leave_process_group
 from .io import InputError, atomic_path, write_csv
 from .metrics import macro_f1
 from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
-from .predict import batch_indices, batch_tensors, predict_cells, window_probabilities
-from .runtime import seed_everything, select_device
+from .predict import batch_tensors, predict_cells, window_probabilities
+from .runtime import autocast, seed_everything, select_device
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     seed: int = 1314521
     eval_batch_size: int = 64
+    aggregation: str = "max"  # how validation cells are decided from their windows
 
 
 @dataclass
@@ -66,38 +71,54 @@ class LabelledWindows:
 
 
 def train_epoch(
-    model: CellClassifier,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: LabelledWindows,
     batch_size: int,
     rng: np.random.Generator,
     device: torch.device,
+    ranks: Ranks = ONE_PROCESS,
 ) -> tuple[float, float]:
-    """One pass over shuffled windows; mean loss and window accuracy."""
+    """One pass over shuffled windows; mean loss and window accuracy. With several ranks each
+    batch is split between them and the loss scaled so the averaged gradient is the batch's."""
     model.train()
     labels = torch.from_numpy(data.window_labels.astype(np.int64))
+    order = rng.permutation(len(data.windows))
     loss_sum = correct = 0.0
-    for idx in batch_indices(len(data.windows), batch_size, rng):
+    for start in range(0, order.size, batch_size):
+        batch = order[start : start + batch_size]
+        idx, weight = ranks.part(batch), 1.0
+        if idx.size == 0:  # every rank must take part in each step: a zero-weight window
+            idx, weight = batch[:1], 0.0
         target = labels[idx].to(device)
-        logits = model(*batch_tensors(data.windows, idx, device))
-        loss = nn.functional.cross_entropy(logits, target)
+        with autocast(device):
+            logits = model(*batch_tensors(data.windows, idx, device))
+        losses = nn.functional.cross_entropy(logits.float(), target, reduction="none")
+        loss = losses.sum() * (weight * ranks.world / batch.size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * idx.size
-        correct += (logits.argmax(-1) == target).sum().item()
-    n = len(data.windows)
-    return loss_sum / n, correct / n
+        loss_sum += losses.sum().item() * weight
+        correct += (logits.argmax(-1) == target).sum().item() * weight
+    loss_sum, correct = ranks.total(loss_sum, correct)
+    return loss_sum / order.size, correct / order.size
 
 
 def evaluate(
-    model: CellClassifier, data: LabelledWindows, batch_size: int, device: torch.device
+    model: CellClassifier,
+    data: LabelledWindows,
+    batch_size: int,
+    device: torch.device,
+    ranks: Ranks = ONE_PROCESS,
+    aggregation: str = "max",
 ) -> dict[str, float]:
     """Window loss and accuracy, and cell accuracy and macro-F1 with the best-window rule."""
-    probs = window_probabilities(model, data.windows, batch_size, device)
+    part = ranks.part(np.arange(len(data.windows)))
+    probs = window_probabilities(model, data.windows.subset(part), batch_size, device)
+    probs = ranks.gather_rows(probs, len(data.windows))
     labels = data.window_labels
     picked = probs[np.arange(labels.size), labels]
-    cells = predict_cells(probs, data.windows.cell_index, data.n_cells)
+    cells = predict_cells(probs, data.windows.cell_index, data.n_cells, aggregation)
     return {
         "Validation Accuracy": float((cells.label == data.cell_labels).mean()),
         "Validation Window Accuracy": float((probs.argmax(1) == labels).mean()),
@@ -106,15 +127,30 @@ def evaluate(
     }
 
 
+# Called by the main rank after each epoch with the history so far and, when the epoch is the
+# best yet (or on resume), the model to keep as best.
+Publish = Callable[[pd.DataFrame, CellClassifier | None], None]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where the loop checkpoints, and the digest of inputs and settings it must match."""
+
+    path: str
+    digest: str
+
+
 def fit(
     model: CellClassifier,
     train: LabelledWindows,
     val: LabelledWindows,
     settings: TrainSettings,
     device: torch.device,
-    on_epoch: Callable[[int, pd.DataFrame, bool], None],
+    publish: Publish,
+    resume: Resume | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> pd.DataFrame:
-    """Train for `num_epochs`; after each epoch call `on_epoch(epoch, history, is_best)`."""
+    """Train for `num_epochs`, evaluating cells after each; continue from `resume` if valid."""
     if settings.batch_size < 1:
         raise InputError(f"train.batch_size={settings.batch_size}: expected >= 1")
     model.to(device)
@@ -122,13 +158,20 @@ def fit(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     rng = np.random.default_rng(settings.seed)
-    rows: list[dict[str, float]] = []
-    best: tuple[float, float] | None = None
-    for epoch in range(1, settings.num_epochs + 1):
+    state = (resume and load_checkpoint(resume.path, resume.digest, model, optimizer, rng)) or TrainState()
+    if state.epoch and ranks.is_main:
+        best = copy.deepcopy(model)
+        best.load_state_dict(state.best_weights)
+        publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), best)
+    trainer: nn.Module = model
+    if ranks.world > 1:
+        ids = [ranks.local_rank] if device.type == "cuda" else None
+        trainer = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    for epoch in range(state.epoch + 1, settings.num_epochs + 1):
         started = time.perf_counter()
-        loss, accuracy = train_epoch(model, optimizer, train, settings.batch_size, rng, device)
-        metrics = evaluate(model, val, settings.eval_batch_size, device)
-        rows.append(
+        loss, accuracy = train_epoch(trainer, optimizer, train, settings.batch_size, rng, device, ranks)
+        metrics = evaluate(model, val, settings.eval_batch_size, device, ranks, settings.aggregation)
+        state.rows.append(
             {
                 "Epoch": epoch,
                 "Train Loss": loss,
@@ -138,11 +181,16 @@ def fit(
             }
         )
         key = (metrics["Validation Accuracy"], -metrics["Validation Loss"])
-        is_best = best is None or key > best
-        best = key if is_best else best
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in rows[-1].items()})
-        on_epoch(epoch, pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), is_best)
-    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        is_best = state.best_key is None or key > state.best_key
+        if is_best:
+            remember_best(state, model, key)
+        state.epoch = epoch
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in state.rows[-1].items()})
+        if ranks.is_main:
+            if resume:
+                save_checkpoint(resume.path, resume.digest, model, optimizer, rng, state)
+            publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), model if is_best else None)
+    return pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS))
 
 
 def write_model_dir(target: str | Path, model: CellClassifier, vocab_dir: str | Path, settings: dict) -> None:
@@ -161,6 +209,7 @@ class TrainOutputs:
     best_model: str
     last_model: str
     history: str
+    run_info: str | None = None
 
 
 def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifier:
@@ -185,6 +234,11 @@ def pretrained_model(model_dir: str, vocab: Vocabulary, max_length: int) -> Cell
     return grow(model, vocab.size, int(vocab.classes.size))
 
 
+def processes_of(loop: dict, gpus: int) -> int:
+    """Training processes: `processes` if set, else one per requested GPU (at least one)."""
+    return int(loop.get("processes") or max(gpus, 1))
+
+
 def train_from_files(
     train_npz: str,
     val_npz: str,
@@ -193,9 +247,40 @@ def train_from_files(
     outputs: TrainOutputs,
     threads: int,
     pretrained_dir: str | None = None,
-) -> pd.DataFrame:
+    checkpoint: str | None = None,
+    gpus: int | None = None,
+) -> None:
     """Train (or, from `pretrained_dir`, fine-tune) on saved windows; write both model dirs
-    and the history. `config` is the effective configuration, saved as train_setting.yaml."""
+    and the history. `config` is the effective configuration, saved as train_setting.yaml.
+    `gpus` is what the job was given (default: the config's). Several processes (`processes`,
+    or one per GPU) train with DDP under torchrun."""
+    arguments = dict(locals(), outputs=asdict(outputs))
+    loop = config["finetune"] if pretrained_dir else config["train"]
+    gpus = loop["gpu"] if gpus is None else gpus
+    if processes_of(loop, gpus) > 1 and "WORLD_SIZE" not in os.environ:
+        launch(processes_of(loop, gpus), __name__, arguments)
+        return
+    ranks = join_process_group()
+    try:
+        _train(
+            train_npz, val_npz, vocab_dir, config, outputs, threads, pretrained_dir, checkpoint, gpus, ranks
+        )
+    finally:
+        leave_process_group()
+
+
+def _train(
+    train_npz: str,
+    val_npz: str,
+    vocab_dir: str,
+    config: dict,
+    outputs: TrainOutputs,
+    threads: int,
+    pretrained_dir: str | None,
+    checkpoint: str | None,
+    gpus: int,
+    ranks: Ranks,
+) -> None:
     if pretrained_dir:
         from .finetune import finetune_config
 
@@ -205,18 +290,23 @@ def train_from_files(
     val = LabelledWindows(*load_windows(val_npz))
     loop = config["finetune"] if pretrained_dir else config["train"]
     seed_everything(config["seed"])
-    device = select_device(loop["gpu"], threads)
+    device = select_device(gpus, max(1, threads // ranks.world))
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
     max_length = int(train.windows.tokens.shape[1])
     if pretrained_dir:
         model = pretrained_model(pretrained_dir, vocab, max_length)
     else:
         model = new_model(config, vocab, max_length)
     log.info(
-        "%s/%s: %d parameters on %s; %d train windows (%d cells), %d val windows (%d cells)",
+        "%s/%s: %d parameters on %s (process %d of %d); %d train windows (%d cells),"
+        " %d val windows (%d cells)",
         model.spec.backbone,
         model.spec.size,
         count_parameters(model),
         device,
+        ranks.rank + 1,
+        ranks.world,
         len(train.windows),
         train.n_cells,
         len(val.windows),
@@ -228,13 +318,67 @@ def train_from_files(
         learning_rate=loop["learning_rate"],
         weight_decay=loop["weight_decay"],
         seed=config["seed"],
+        eval_batch_size=config["predict"]["batch_size"],
+        aggregation=config["predict"].get("aggregation", "max"),
     )
 
-    def on_epoch(epoch: int, history: pd.DataFrame, is_best: bool) -> None:
-        if is_best:
-            write_model_dir(outputs.best_model, model, vocab_dir, config)
+    def publish(history: pd.DataFrame, best: CellClassifier | None) -> None:
+        if best is not None:
+            write_model_dir(outputs.best_model, best, vocab_dir, config)
         write_csv(history, outputs.history)
 
-    history = fit(model, train, val, settings, device, on_epoch)
+    inputs = [train_npz, val_npz, vocab_dir, *([pretrained_dir] if pretrained_dir else [])]
+    resume = Resume(checkpoint, fingerprint(config, *inputs)) if checkpoint else None
+    fit(model, train, val, settings, device, publish, resume, ranks)
+    if not ranks.is_main:
+        return
     write_model_dir(outputs.last_model, model, vocab_dir, config)
-    return history
+    if outputs.run_info:
+        facts = run_facts(model, vocab, train, val, device, threads)
+        facts["processes"] = ranks.world
+        with atomic_path(outputs.run_info) as tmp:
+            tmp.write_text(yaml.safe_dump(facts, sort_keys=False))
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)  # finished: nothing left to resume
+
+
+def run_facts(
+    model: CellClassifier,
+    vocab: Vocabulary,
+    train: LabelledWindows,
+    val: LabelledWindows,
+    device: torch.device,
+    threads: int,
+) -> dict:
+    """What the report tells about a training run: data sizes, model size, machine."""
+    import platform
+
+    classes, counts = np.unique(train.cell_labels, return_counts=True)
+    return {
+        "train_cells": train.n_cells,
+        "train_windows": len(train.windows),
+        "val_cells": val.n_cells,
+        "val_windows": len(val.windows),
+        "genes": int(vocab.genes.size),
+        "adt_features": int(vocab.adt_features.size),
+        "class_counts": {str(vocab.classes[c]): int(n) for c, n in zip(classes, counts)},
+        "parameters": count_parameters(model),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": threads,
+        "host": platform.node(),
+        "torch": str(torch.__version__),
+    }
+
+
+if __name__ == "__main__":  # one process of a DDP run started by `launch`
+    import json
+    import sys
+
+    from .runtime import setup_logging
+
+    setup_logging()
+    arguments = json.loads(Path(sys.argv[1]).read_text())
+    train_from_files(**{**arguments, "outputs": TrainOutputs(**arguments["outputs"])})

@@ -15,6 +15,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from scgenai_flow.config import check_config
 from scgenai_flow.contexts.reference import REFERENCES
 from scgenai_flow.data import EMBEDDED
+from scgenai_flow.legacy import is_legacy, translate
+
+if is_legacy(config):  # a config file of the original scGenAI (flat keys): translate it
+    from snakemake.logging import logger
+
+    LEGACY = translate(config)
+    for note in LEGACY.notes:
+        logger.info(f"scGenAI config: {note}")
+    config.clear()
+    config.update(LEGACY.config)
 
 SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 with open(SCHEMA) as handle:
@@ -25,7 +35,10 @@ R = config["results"]
 DATA = config["data"]
 ENV = "../../envs/scgenai-flow.yaml"
 EMBEDDED_DATA = DATA["train"] is None
-HAS_PREDICT = EMBEDDED_DATA or DATA["predict"] is not None
+PREDICT_DIR = config["predict"]["model_dir"]
+# An existing model and no training data: `all` runs only that model's stages.
+EXTERNAL_ONLY = EMBEDDED_DATA and bool(PREDICT_DIR or config["finetune"]["model"])
+HAS_PREDICT = DATA["predict"] is not None or (EMBEDDED_DATA and not EXTERNAL_ONLY)
 MULTIOMICS = DATA["multiomics"]
 if MULTIOMICS and not EMBEDDED_DATA and DATA["val"] is None:
     raise ValueError(
@@ -54,15 +67,36 @@ def finetune_source(split):
     return f"{F}/data/{split}.h5ad"
 
 
+SHARDS = config["predict"]["shards"]
+if SHARDS > 1 and MULTIOMICS:
+    raise ValueError("predict.shards > 1 is not supported with data.multiomics; use 1")
+
+
+def base_split(split):
+    """'predict_3' (a shard of the predict data) -> 'predict'."""
+    return split.split("_")[0]
+
+
+def shard_offsets(split):
+    """For a shard of the predict data: the table of shard offsets, as a named input."""
+    return {"offsets": f"{R}/shards/offsets.csv"} if split != base_split(split) else {}
+
+
 def vocab_for(split):
-    """The vocabulary a split is aligned to: the fine-tuned one when it predicts."""
+    """The vocabulary a split is aligned to: the predicting model's when it is not trained here."""
+    split = base_split(split)
+    if split == "predict" and PREDICT_DIR:
+        return PREDICT_DIR
     if split == "predict" and config["predict"]["model"] == "finetune":
         return f"{F}/vocab"
     return f"{R}/vocab"
 
 
 def pretrained_for(split):
-    """With the fine-tuned model, predict windows follow its pretrained context settings."""
+    """A model not trained here: predict windows follow its (pretrained) context settings."""
+    split = base_split(split)
+    if split == "predict" and PREDICT_DIR:
+        return {"pretrained": PREDICT_DIR}
     if split == "predict" and config["predict"]["model"] == "finetune":
         return {"pretrained": pretrained_model()}
     return {}
@@ -70,6 +104,8 @@ def pretrained_for(split):
 
 def predict_model():
     """The model dir that predicts."""
+    if PREDICT_DIR:
+        return PREDICT_DIR
     if config["predict"]["model"] == "finetune":
         return f"{F}/best_model"
     return f"{R}/model/best_model"
@@ -85,7 +121,9 @@ def split_fractions():
 
 
 def source_h5ad(split):
-    """The h5ad a split is read from: the user's file or the split rule's output."""
+    """The h5ad a split is read from: the user's file, the split rule's or the shard rule's output."""
+    if split != base_split(split):
+        return f"{R}/shards/{split}.h5ad"
     given = DATA[split]
     if given is not None and not (split == "train" and EMBEDDED_DATA):
         return given
@@ -121,7 +159,7 @@ def adt_settings():
 
 def uses_raw(split):
     """`.raw` is read from user files only; split outputs already hold the chosen matrix."""
-    return DATA["use_raw"] and source_h5ad(split) == DATA[split]
+    return DATA["use_raw"] and source_h5ad(split) == DATA.get(split)
 
 
 def preprocess_settings(split):
@@ -142,6 +180,24 @@ def context_reference():
     return {"reference": path} if path else {}
 
 
+# One set of rules for both runs: {run} is "model" (training) or "finetune".
+RUN_DIRS = {"model": "", "finetune": "finetune/"}
+
+
+def run_stage(wildcards, path):
+    """A path of the stages that fed run `wildcards.run` (fine-tuning has its own)."""
+    return f"{R}/{RUN_DIRS[wildcards.run]}{path}"
+
+
+def scaled(base, per_mb):
+    """A resource (MB of memory, minutes of runtime) growing with the job's input size and
+    doubling on each retry, so large data sets and SLURM time limits get what they need.
+    """
+    return lambda wildcards, input, attempt: int(
+        (base + per_mb * input.size_mb) * attempt
+    )
+
+
 def log(name):
     return f"{R}/logs/{name}.log"
 
@@ -151,14 +207,22 @@ def bench(name):
 
 
 def all_targets():
+    runs = [*([] if EXTERNAL_ONLY else ["model"]), *(["finetune"] if FINETUNE else [])]
     targets = [
-        f"{R}/model/best_model",
-        f"{R}/model/last_model",
-        f"{R}/model/combined_epoch_results.csv",
-        f"{R}/model/train_summary.pdf",
+        f"{R}/{run}/{name}"
+        for run in runs
+        for name in (
+            "best_model",
+            "last_model",
+            "combined_epoch_results.csv",
+            "train_summary.pdf",
+            "validation_metrics.csv",
+        )
     ]
     if HAS_PREDICT:
-        targets.append(f"{R}/predictions.csv")
-    if FINETUNE:
-        targets += [f"{F}/best_model", f"{F}/last_model", f"{F}/train_summary.pdf"]
+        targets += [
+            f"{R}/predictions.csv",
+            f"{R}/predictions.h5ad",
+            f"{R}/prediction_umap.png",
+        ]
     return targets

@@ -1,7 +1,13 @@
 rule contexts:
     """Token windows of one split with the configured context method."""
     input:
-        unpack(lambda wc: {**adt_input(wc.split), **pretrained_for(wc.split)}),
+        unpack(
+            lambda wc: {
+                **adt_input(wc.split),
+                **pretrained_for(wc.split),
+                **shard_offsets(wc.split),
+            }
+        ),
         h5ad=f"{R}/preprocessed/{{split}}.h5ad",
         vocab=lambda wc: vocab_for(wc.split),
     output:
@@ -11,12 +17,13 @@ rule contexts:
     benchmark:
         bench("contexts/{split}")
     wildcard_constraints:
-        split="train|val|predict",
+        split=r"train|val|predict|predict_\d+",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=scaled(1000, 5),
+        runtime=scaled(10, 0.05),
     params:
         settings={
             "method": config["context"]["method"],
@@ -25,6 +32,6 @@ rule contexts:
             "seed": config["seed"],
         },
         target_feature=DATA["target_feature"],
-        labels_required=lambda wc: wc.split != "predict",
+        labels_required=lambda wc: base_split(wc.split) != "predict",
     script:
         "../../scripts/contexts.py"

@@ -5,6 +5,9 @@ if len(SPLITS) > 1:
 
     rule split_data:
         """Seeded stratified split of the embedded data (or of a user train file without val)."""
+        input:
+            **({} if EMBEDDED_DATA else {"source": DATA["train"]}),
+            checked=ancient(CHECKED),
         output:
             **{split: f"{R}/data/{split}.h5ad" for split in SPLITS},
             **{
@@ -20,7 +23,8 @@ if len(SPLITS) > 1:
             ENV
         threads: 1
         resources:
-            mem_mb=2000,
+            mem_mb=scaled(1000, 3),
+            runtime=scaled(10, 0.02),
         params:
             source=EMBEDDED if EMBEDDED_DATA else DATA["train"],
             use_raw=DATA["use_raw"],

@@ -3,7 +3,8 @@ if FINETUNE and FT["val"] is None:
     rule finetune_split:
         """Hold out a stratified fraction of the fine-tuning data for validation."""
         input:
-            FT["train"],
+            ancient(CHECKED),
+            source=FT["train"],
         output:
             train=f"{F}/data/train.h5ad",
             val=f"{F}/data/val.h5ad",
@@ -15,7 +16,8 @@ if FINETUNE and FT["val"] is None:
             ENV
         threads: 1
         resources:
-            mem_mb=2000,
+            mem_mb=scaled(1000, 3),
+            runtime=scaled(10, 0.02),
         params:
             source=FT["train"],
             use_raw=FT["use_raw"],
@@ -29,6 +31,7 @@ if FINETUNE and FT["val"] is None:
 rule finetune_vocabulary:
     """The pretrained vocabulary plus the new genes and labels of the fine-tuning data."""
     input:
+        checked=ancient(CHECKED),
         h5ad=finetune_source("train"),
         pretrained=pretrained_model(),
     output:
@@ -41,7 +44,8 @@ rule finetune_vocabulary:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=scaled(1000, 0.2),
+        runtime=scaled(5, 0.01),
     params:
         target_feature=DATA["target_feature"],
         min_cells=FT["min_cells"],
@@ -68,7 +72,8 @@ rule finetune_preprocess:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=scaled(1000, 0.5),
+        runtime=scaled(10, 0.05),
     params:
         settings={
             "num_bins": config["preprocess"]["num_bins"],
@@ -99,7 +104,8 @@ rule finetune_contexts:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=scaled(1000, 5),
+        runtime=scaled(10, 0.05),
     params:
         settings={},
         target_feature=DATA["target_feature"],
@@ -119,6 +125,7 @@ rule finetune:
         best_model=directory(f"{F}/best_model"),
         last_model=directory(f"{F}/last_model"),
         history=f"{F}/combined_epoch_results.csv",
+        run_info=f"{F}/run_info.yaml",
     log:
         log("finetune/train"),
     benchmark:
@@ -128,28 +135,11 @@ rule finetune:
     threads: FT["threads"]
     resources:
         gpu=FT["gpu"],
-        mem_mb=8000,
+        mem_mb=scaled(4000, 2),
+        runtime=scaled(30, FT["num_epochs"] / 30),
     params:
         config=config,
+        # not an output: it must outlive a killed job so that the re-run resumes from it
+        checkpoint=f"{F}/checkpoint.pt",
     script:
         "../../scripts/train.py"
-
-
-rule finetune_report:
-    """Fine-tuning summary PDF."""
-    input:
-        history=f"{F}/combined_epoch_results.csv",
-        model=f"{F}/best_model",
-    output:
-        f"{F}/train_summary.pdf",
-    log:
-        log("finetune/report"),
-    benchmark:
-        bench("finetune/report")
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-    script:
-        "../../scripts/report.py"

@@ -1,6 +1,7 @@
 rule preprocess_train:
     """Filter genes, fix the vocabulary gene order, normalise and bin the training cells."""
     input:
+        checked=ancient(CHECKED),
         h5ad=source_h5ad("train"),
     output:
         f"{R}/preprocessed/train.h5ad",
@@ -12,7 +13,8 @@ rule preprocess_train:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=scaled(1000, 0.5),
+        runtime=scaled(10, 0.05),
     params:
         settings=preprocess_settings("train"),
     script:
@@ -22,6 +24,7 @@ rule preprocess_train:
 rule preprocess_aligned:
     """Align a val or predict file to the trained genes, then normalise and bin it."""
     input:
+        checked=ancient(CHECKED),
         h5ad=lambda wc: source_h5ad(wc.split),
         vocab=lambda wc: vocab_for(wc.split),
     output:
@@ -31,12 +34,13 @@ rule preprocess_aligned:
     benchmark:
         bench("preprocess/{split}")
     wildcard_constraints:
-        split="val|predict",
+        split=r"val|predict|predict_\d+",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=scaled(1000, 0.5),
+        runtime=scaled(10, 0.05),
     params:
         settings=lambda wc: preprocess_settings(wc.split),
     script:

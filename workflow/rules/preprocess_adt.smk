@@ -13,7 +13,8 @@ rule preprocess_adt_train:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=scaled(1000, 1),
+        runtime=scaled(10, 0.02),
     params:
         settings=adt_settings(),
     script:
@@ -25,7 +26,7 @@ rule preprocess_adt_aligned:
     input:
         adt=lambda wc: adt_source(wc.split),
         rna=f"{R}/preprocessed/{{split}}.h5ad",
-        vocab=f"{R}/vocab",
+        vocab=lambda wc: vocab_for(wc.split),
     output:
         f"{R}/preprocessed/{{split}}_adt.h5ad",
     log:
@@ -38,7 +39,8 @@ rule preprocess_adt_aligned:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=scaled(1000, 1),
+        runtime=scaled(10, 0.02),
     params:
         settings=adt_settings(),
     script:

@@ -8,6 +8,7 @@ rule train:
         best_model=directory(f"{R}/model/best_model"),
         last_model=directory(f"{R}/model/last_model"),
         history=f"{R}/model/combined_epoch_results.csv",
+        run_info=f"{R}/model/run_info.yaml",
     log:
         log("train"),
     benchmark:
@@ -17,8 +18,11 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         gpu=config["train"]["gpu"],
-        mem_mb=8000,
+        mem_mb=scaled(4000, 2),
+        runtime=scaled(30, config["train"]["num_epochs"] / 30),
     params:
         config=config,
+        # not an output: it must outlive a killed job so that the re-run resumes from it
+        checkpoint=f"{R}/model/checkpoint.pt",
     script:
         "../../scripts/train.py"

@@ -14,7 +14,8 @@ rule vocabulary:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=scaled(1000, 0.2),
+        runtime=scaled(5, 0.01),
     params:
         target_feature=DATA["target_feature"],
         method=config["context"]["method"],

@@ -135,9 +135,14 @@ def with_empty_cells(windows: Windows, n_cells: int, max_length: int, pad_id: in
 
 
 def build_windows(
-    binned: sp.csr_matrix, vocab: Vocabulary, settings: ContextSettings, chunk_cells: int = 5000
+    binned: sp.csr_matrix,
+    vocab: Vocabulary,
+    settings: ContextSettings,
+    chunk_cells: int = 5000,
+    first_cell: int = 0,
 ) -> Windows:
-    """Windows of every cell with the configured method, built chunk by chunk of cells."""
+    """Windows of every cell with the configured method, built chunk by chunk of cells;
+    `first_cell` is the first row's index in the whole data set (seeded draws depend on it)."""
     from . import biofunction, genelist, genomic, sliding  # noqa: F401  (register the built-in methods)
 
     if settings.method not in CONTEXT_METHODS:
@@ -151,7 +156,7 @@ def build_windows(
     starts = list(range(0, binned.shape[0], chunk_cells)) or [0]
     parts = [
         with_empty_cells(
-            chunk_windows(binned[s : s + chunk_cells], s),
+            chunk_windows(binned[s : s + chunk_cells], first_cell + s),
             min(chunk_cells, binned.shape[0] - s),
             settings.max_length,
             vocab.pad_id,
@@ -195,9 +200,10 @@ def windows_from_preprocessed(
     labels_required: bool,
     target: str | Path,
     adt_h5ad: str | Path | None = None,
+    first_cell: int = 0,
 ) -> Windows:
     """Build and save the windows of a preprocessed file (plus its preprocessed ADT file in
-    multi-omics mode); labels are -1 where unknown."""
+    multi-omics mode); labels are -1 where unknown. A shard passes its `first_cell`."""
     import logging
     from dataclasses import replace
 
@@ -221,7 +227,7 @@ def windows_from_preprocessed(
         raise InputError(f"{vocab_dir}: the vocabulary and the data disagree on multi-omics (ADT) mode")
     if adt_h5ad:
         binned = sp.hstack([binned, ad.read_h5ad(adt_h5ad).X], format="csr")
-    windows = build_windows(binned, vocab, settings)
+    windows = build_windows(binned, vocab, settings, first_cell=first_cell)
     logging.getLogger(__name__).info(
         "%s: %d cells -> %d windows of %d tokens (%s)",
         h5ad,
