@@ -53,17 +53,11 @@ def main() -> None:
     train = LabelledWindows(*load_windows(results / "contexts/train.npz"))
     predict, _ = load_windows(results / "contexts/predict.npz")
 
-    from scgenai_flow.models import CellClassifier, ModelSpec, count_parameters
+    from scgenai_flow.models import count_parameters
+    from scgenai_flow.train import new_model
 
-    spec = ModelSpec(
-        backbone=args.backbone,
-        size=args.size,
-        vocab_size=vocab.size,
-        pad_token_id=vocab.pad_id,
-        max_length=args.max_length,
-        num_classes=int(vocab.classes.size),
-    )
-    model = CellClassifier(spec).to(device)
+    model_config = {"model": {"backbone": args.backbone, "size": args.size, "dropout": 0.1}}
+    model = new_model(model_config, vocab, args.max_length).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     labels = torch.from_numpy(train.window_labels.astype(np.int64))
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .io import InputError, atomic_path, h5ad_info
+from .io import InputError, atomic_path, nonempty_info
 
 log = logging.getLogger(__name__)
 
@@ -196,13 +196,8 @@ def read_header(path: str, use_raw: bool) -> Header:
 
 def header_of(path: str, use_raw: bool) -> Header:
     """`read_header` for a file h5py can read."""
-    info = h5ad_info(path, use_raw)
+    info = nonempty_info(path, use_raw)
     matrix = "raw/X" if use_raw else "X"
-    if info.n_cells == 0 or info.n_genes == 0:
-        raise InputError(
-            f"{path}: empty expression matrix {matrix} ({info.n_cells} cells x {info.n_genes} genes);"
-            " expected at least one cell and one gene"
-        )
     with h5py.File(path, "r") as handle:
         cells = frame_index(handle, "obs", path)
         genes = frame_index(handle, "raw/var" if use_raw else "var", path)

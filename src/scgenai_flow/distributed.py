@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +63,16 @@ ONE_PROCESS = Ranks()
 
 def _device(ranks: Ranks) -> torch.device:
     return torch.device("cuda", ranks.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[Ranks]:
+    """Inside: this process's ranks in the group torchrun describes (one process without it)."""
+    ranks = join_process_group()
+    try:
+        yield ranks
+    finally:
+        leave_process_group()
 
 
 def join_process_group() -> Ranks:

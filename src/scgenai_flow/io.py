@@ -76,6 +76,17 @@ def h5ad_info(path: str | Path, use_raw: bool = False) -> H5adInfo:
     return H5adInfo(path, n_cells, n_genes, layout)
 
 
+def nonempty_info(path: str | Path, use_raw: bool = False) -> H5adInfo:
+    """`h5ad_info`, refusing a matrix without cells or genes."""
+    info = h5ad_info(path, use_raw)
+    if info.n_cells == 0 or info.n_genes == 0:
+        raise InputError(
+            f"{path}: empty expression matrix {'raw/X' if use_raw else 'X'} ({info.n_cells} cells x"
+            f" {info.n_genes} genes); expected at least one cell and one gene"
+        )
+    return info
+
+
 def read_obs(path: str | Path) -> pd.DataFrame:
     """The cell annotations (`obs`) of an h5ad file."""
     path = Path(path)

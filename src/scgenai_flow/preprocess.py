@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .io import InputError, h5ad_info, iter_csr_chunks, read_obs, read_var_names
+from .io import InputError, iter_csr_chunks, nonempty_info, read_obs, read_var_names
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -53,13 +53,8 @@ def check_values(data: np.ndarray, path: str | Path, matrix: str) -> None:
 
 def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_000) -> MatrixScan:
     """Check values and count expressing cells per gene, chunk by chunk."""
-    info = h5ad_info(path, use_raw)
+    info = nonempty_info(path, use_raw)
     matrix = "raw/X" if use_raw else "X"
-    if info.n_cells == 0 or info.n_genes == 0:
-        raise InputError(
-            f"{path}: empty expression matrix {matrix} ({info.n_cells} cells x {info.n_genes} genes);"
-            " expected at least one cell and one gene"
-        )
     expressed = np.zeros(info.n_genes, dtype=np.int64)
     max_value = 0.0
     fraction: float | None = None  # a non-integer value, if any

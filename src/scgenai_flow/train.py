@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoint import TrainState, fingerprint, load_checkpoint, remember_best, save_checkpoint
 from .contexts import Windows, load_windows
-from .distributed import ONE_PROCESS, Ranks, join_process_group, launch, leave_process_group
+from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path, write_csv
 from .metrics import macro_f1
 from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
@@ -260,86 +260,66 @@ def train_from_files(
     if processes_of(loop, gpus) > 1 and "WORLD_SIZE" not in os.environ:
         launch(processes_of(loop, gpus), __name__, arguments)
         return
-    ranks = join_process_group()
-    try:
-        _train(
-            train_npz, val_npz, vocab_dir, config, outputs, threads, pretrained_dir, checkpoint, gpus, ranks
+    with process_group() as ranks:
+        if pretrained_dir:
+            from .finetune import finetune_config
+
+            config = finetune_config(pretrained_dir, config)
+        vocab = Vocabulary.load(vocab_dir)
+        train = LabelledWindows(*load_windows(train_npz))
+        val = LabelledWindows(*load_windows(val_npz))
+        loop = config["finetune"] if pretrained_dir else config["train"]
+        seed_everything(config["seed"])
+        device = select_device(gpus, max(1, threads // ranks.world))
+        if device.type == "cuda" and ranks.world > 1:
+            device = torch.device("cuda", ranks.local_rank)
+        max_length = int(train.windows.tokens.shape[1])
+        if pretrained_dir:
+            model = pretrained_model(pretrained_dir, vocab, max_length)
+        else:
+            model = new_model(config, vocab, max_length)
+        log.info(
+            "%s/%s: %d parameters on %s (process %d of %d); %d train windows (%d cells),"
+            " %d val windows (%d cells)",
+            model.spec.backbone,
+            model.spec.size,
+            count_parameters(model),
+            device,
+            ranks.rank + 1,
+            ranks.world,
+            len(train.windows),
+            train.n_cells,
+            len(val.windows),
+            val.n_cells,
         )
-    finally:
-        leave_process_group()
+        settings = TrainSettings(
+            num_epochs=loop["num_epochs"],
+            batch_size=loop["batch_size"],
+            learning_rate=loop["learning_rate"],
+            weight_decay=loop["weight_decay"],
+            seed=config["seed"],
+            eval_batch_size=config["predict"]["batch_size"],
+            aggregation=config["predict"].get("aggregation", "max"),
+        )
 
+        def publish(history: pd.DataFrame, best: CellClassifier | None) -> None:
+            if best is not None:
+                write_model_dir(outputs.best_model, best, vocab_dir, config)
+            write_csv(history, outputs.history)
 
-def _train(
-    train_npz: str,
-    val_npz: str,
-    vocab_dir: str,
-    config: dict,
-    outputs: TrainOutputs,
-    threads: int,
-    pretrained_dir: str | None,
-    checkpoint: str | None,
-    gpus: int,
-    ranks: Ranks,
-) -> None:
-    if pretrained_dir:
-        from .finetune import finetune_config
-
-        config = finetune_config(pretrained_dir, config)
-    vocab = Vocabulary.load(vocab_dir)
-    train = LabelledWindows(*load_windows(train_npz))
-    val = LabelledWindows(*load_windows(val_npz))
-    loop = config["finetune"] if pretrained_dir else config["train"]
-    seed_everything(config["seed"])
-    device = select_device(gpus, max(1, threads // ranks.world))
-    if device.type == "cuda" and ranks.world > 1:
-        device = torch.device("cuda", ranks.local_rank)
-    max_length = int(train.windows.tokens.shape[1])
-    if pretrained_dir:
-        model = pretrained_model(pretrained_dir, vocab, max_length)
-    else:
-        model = new_model(config, vocab, max_length)
-    log.info(
-        "%s/%s: %d parameters on %s (process %d of %d); %d train windows (%d cells),"
-        " %d val windows (%d cells)",
-        model.spec.backbone,
-        model.spec.size,
-        count_parameters(model),
-        device,
-        ranks.rank + 1,
-        ranks.world,
-        len(train.windows),
-        train.n_cells,
-        len(val.windows),
-        val.n_cells,
-    )
-    settings = TrainSettings(
-        num_epochs=loop["num_epochs"],
-        batch_size=loop["batch_size"],
-        learning_rate=loop["learning_rate"],
-        weight_decay=loop["weight_decay"],
-        seed=config["seed"],
-        eval_batch_size=config["predict"]["batch_size"],
-        aggregation=config["predict"].get("aggregation", "max"),
-    )
-
-    def publish(history: pd.DataFrame, best: CellClassifier | None) -> None:
-        if best is not None:
-            write_model_dir(outputs.best_model, best, vocab_dir, config)
-        write_csv(history, outputs.history)
-
-    inputs = [train_npz, val_npz, vocab_dir, *([pretrained_dir] if pretrained_dir else [])]
-    resume = Resume(checkpoint, fingerprint(config, *inputs)) if checkpoint else None
-    fit(model, train, val, settings, device, publish, resume, ranks)
-    if not ranks.is_main:
-        return
-    write_model_dir(outputs.last_model, model, vocab_dir, config)
-    if outputs.run_info:
-        facts = run_facts(model, vocab, train, val, device, threads)
-        facts["processes"] = ranks.world
-        with atomic_path(outputs.run_info) as tmp:
-            tmp.write_text(yaml.safe_dump(facts, sort_keys=False))
-    if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)  # finished: nothing left to resume
+        inputs = [train_npz, val_npz, vocab_dir, *([pretrained_dir] if pretrained_dir else [])]
+        resume = Resume(checkpoint, fingerprint(config, *inputs)) if checkpoint else None
+        fit(model, train, val, settings, device, publish, resume, ranks)
+        if not ranks.is_main:
+            return
+        write_model_dir(outputs.last_model, model, vocab_dir, config)
+        if outputs.run_info:
+            facts = run_facts(model, vocab, train, val, device, threads)
+            facts["processes"] = ranks.world
+            with atomic_path(outputs.run_info) as tmp:
+                tmp.write_text(yaml.safe_dump(facts, sort_keys=False))
+        if checkpoint:
+            Path(checkpoint).unlink(missing_ok=True)  # finished: nothing left to resume
 
 
 def run_facts(
