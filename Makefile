@@ -24,6 +24,8 @@ link-profiles:
 	@for name in slurm local; do \
 		target='$(CURDIR)/profiles'/$$name; link='$(PROFILE_HOME)'/$$name; \
 		if [ "$$(readlink "$$link")" = "$$target" ]; then :; \
+		elif [ -L "$$link" ] && [ ! -e "$$link" ]; then \
+			ln -sfn "$$target" "$$link" && echo "relinked dangling profile $$link -> $$target"; \
 		elif [ -e "$$link" ] || [ -L "$$link" ]; then \
 			echo "profile $$link exists and is not $$target: left alone (use --profile profiles/$$name)"; \
 		else ln -s "$$target" "$$link" && echo "linked profile $$link -> $$target"; fi; \
