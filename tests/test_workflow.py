@@ -99,7 +99,15 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     for split in ("train", "val", "predict"):
         assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
         assert (results / f"contexts/{split}.npz").is_file()
-    for rule in ("split_data", "vocabulary", "train", "report", "predict"):
+    for rule in (
+        "check_inputs",
+        "split_data",
+        "vocabulary",
+        "train",
+        "model/validate",
+        "model/report",
+        "predict",
+    ):
         assert (results / "logs" / f"{rule}.log").is_file()
         assert (results / "benchmarks" / f"{rule}.tsv").is_file()
 

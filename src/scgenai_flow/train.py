@@ -298,7 +298,6 @@ def train_from_files(
             learning_rate=loop["learning_rate"],
             weight_decay=loop["weight_decay"],
             seed=config["seed"],
-            eval_batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"].get("aggregation", "max"),
         )
 

@@ -189,6 +189,17 @@ def run_stage(wildcards, path):
     return f"{R}/{RUN_DIRS[wildcards.run]}{path}"
 
 
+def train_config():
+    """The config the training rules see (and save as train_setting.yaml): prediction-only keys
+    left out, so that changing them does not retrain."""
+    data = {**DATA, "predict": None, "predict_adt": None}
+    return {
+        **config,
+        "data": data,
+        "predict": {"aggregation": config["predict"]["aggregation"]},
+    }
+
+
 def scaled(base, per_mb):
     """A resource (MB of memory, minutes of runtime) growing with the job's input size and
     doubling on each retry, so large data sets and SLURM time limits get what they need.

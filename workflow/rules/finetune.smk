@@ -138,7 +138,7 @@ rule finetune:
         mem_mb=scaled(4000, 2),
         runtime=scaled(30, FT["num_epochs"] / 30),
     params:
-        config=config,
+        config=train_config(),
         # not an output: it must outlive a killed job so that the re-run resumes from it
         checkpoint=f"{F}/checkpoint.pt",
     script:

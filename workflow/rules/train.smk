@@ -21,7 +21,7 @@ rule train:
         mem_mb=scaled(4000, 2),
         runtime=scaled(30, config["train"]["num_epochs"] / 30),
     params:
-        config=config,
+        config=train_config(),
         # not an output: it must outlive a killed job so that the re-run resumes from it
         checkpoint=f"{R}/model/checkpoint.pt",
     script:
