@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .io import InputError, atomic_path, nonempty_info
+from .io import InputError, atomic_path, frame_index, nonempty_info, strings
 
 log = logging.getLogger(__name__)
 
@@ -161,25 +161,6 @@ class Header:
     n_genes: int
     cells: pd.Index
     genes: pd.Index
-
-
-def strings(node: h5py.Dataset) -> np.ndarray:
-    """A dataset's values, as text."""
-    values = node.asstr()[...] if node.dtype.kind in "OS" else node[...]
-    return np.asarray(values).astype(str)
-
-
-def frame_index(handle: h5py.File, key: str, path: str) -> pd.Index:
-    """Row names of the `obs` or `var` table, read from the index dataset alone."""
-    if key not in handle:
-        raise InputError(f"{path}: no '{key}' table in the file; expected an AnnData .h5ad")
-    node = handle[key]
-    index = node.attrs.get("_index")
-    if isinstance(node, h5py.Group) and isinstance(index, str) and index in node:
-        return pd.Index(strings(node[index]))
-    from anndata.io import read_elem  # an older layout
-
-    return pd.Index(np.asarray(read_elem(node).index, dtype=str))
 
 
 def read_header(path: str, use_raw: bool) -> Header:

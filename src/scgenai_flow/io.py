@@ -98,16 +98,29 @@ def read_obs(path: str | Path) -> pd.DataFrame:
         return read_elem(handle["obs"])
 
 
+def strings(node: h5py.Dataset) -> np.ndarray:
+    """A dataset's values, as text."""
+    values = node.asstr()[...] if node.dtype.kind in "OS" else node[...]
+    return np.asarray(values).astype(str)
+
+
+def frame_index(handle: h5py.File, key: str, path: str) -> pd.Index:
+    """Row names of the `obs` or `var` table, read from the index dataset alone."""
+    if key not in handle:
+        raise InputError(f"{path}: no '{key}' table in the file; expected an AnnData .h5ad")
+    node = handle[key]
+    index = node.attrs.get("_index")
+    if isinstance(node, h5py.Group) and isinstance(index, str) and index in node:
+        return pd.Index(strings(node[index]))
+    from anndata.io import read_elem  # an older layout
+
+    return pd.Index(np.asarray(read_elem(node).index, dtype=str))
+
+
 def read_var_names(path: str | Path, use_raw: bool = False) -> np.ndarray:
     """Gene names (`var_names`, or `raw/var` names) as a string array."""
-    path = Path(path)
     with _open_h5ad(path) as handle:
-        key = "raw/var" if use_raw else "var"
-        if key not in handle:
-            raise InputError(f"{path}: no '{key}' table in the file; expected an AnnData .h5ad")
-        from anndata.io import read_elem
-
-        return np.asarray(read_elem(handle[key]).index, dtype=str)
+        return np.asarray(frame_index(handle, "raw/var" if use_raw else "var", str(path)), dtype=str)
 
 
 def iter_csr_chunks(

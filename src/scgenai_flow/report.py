@@ -158,7 +158,7 @@ def write_train_summary(
         SimpleDocTemplate(str(tmp), pagesize=A4, title="scgenai-flow training summary").build(story)
 
 
-def run_facts(
+def first_page_rows(
     settings: Mapping[str, Any], spec: Mapping[str, Any], info: Mapping[str, Any], loop: str
 ) -> list[tuple[str, str]]:
     """The first page's essentials as (name, value) rows."""
@@ -237,7 +237,7 @@ def summary_from_files(
     evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
     stages = stage_times(bench_dir)
     pictures = summary_figures(history, evaluation)
-    facts = [*run_facts(settings, spec, info, loop), best_epoch_row(history)]
+    facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history)]
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({len(history)} epochs)"))
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf)
     write_csv(evaluation.table, outputs.metrics, index=True)
