@@ -14,4 +14,6 @@ with stage(snakemake.log[0]):
         threads=snakemake.threads,
         target=snakemake.output[0],
         aggregation=snakemake.params.aggregation,
+        calibrate=snakemake.params.calibrate,
+        unassigned_below=snakemake.params.unassigned_below,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -74,11 +76,12 @@ def test_saved_model_reloads_with_identical_logits(tmp_path, real_windows, backb
     } <= names
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
-def test_padding_does_not_change_a_window_logits(real_windows, backbone: str) -> None:
+def test_padding_does_not_change_a_window_logits(real_windows, backbone: str, pooling: str) -> None:
     vocab, data = real_windows
     seed_everything(2)
-    model = CellClassifier(spec_for(vocab, backbone)).eval()
+    model = CellClassifier(replace(spec_for(vocab, backbone), pooling=pooling)).eval()
     short = np.flatnonzero(data.windows.lengths < 64)[0]
     length = int(data.windows.lengths[short])
     ids = torch.from_numpy(data.windows.tokens[[short]].astype(np.int64))

@@ -36,7 +36,7 @@ class TrainState:
 
     epoch: int = 0
     rows: list[dict[str, float]] = field(default_factory=list)
-    best_key: tuple[float, float] | None = None
+    best_key: tuple[float, ...] | None = None
     best_weights: dict[str, torch.Tensor] | None = None
 
 
@@ -44,7 +44,7 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def remember_best(state: TrainState, model: torch.nn.Module, key: tuple[float, float]) -> None:
+def remember_best(state: TrainState, model: torch.nn.Module, key: tuple[float, ...]) -> None:
     state.best_key = key
     state.best_weights = _cpu_copy(model.state_dict())
 

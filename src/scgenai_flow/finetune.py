@@ -33,6 +33,7 @@ MODEL_DEFINING = (
     ("preprocess", "num_bins"),
     ("model", "backbone"),
     ("model", "size"),
+    ("model", "pooling"),
     ("data", "multiomics"),
 )
 

@@ -99,3 +99,17 @@ def evaluate_predictions(predictions: pd.DataFrame, truth: str) -> Evaluation:
         scores=predictions["prediction_score"].to_numpy(dtype=float),
         correct=true == predicted,
     )
+
+
+def selection_key(metrics: dict[str, float], select_by: str) -> tuple[float, ...]:
+    """What makes an epoch the best: the chosen validation metric, then accuracy or macro-F1,
+    then the lower loss."""
+    accuracy, f1 = metrics["Validation Accuracy"], metrics["Validation Macro F1"]
+    first = (f1, accuracy) if select_by == "macro_f1" else (accuracy, f1)
+    return (*first, -metrics["Validation Loss"])
+
+
+def best_row(history: pd.DataFrame, select_by: str) -> pd.Series:
+    """The history row of the best epoch (the first of equals, as `fit` keeps it)."""
+    keys = [selection_key(row, select_by) for row in history.to_dict("records")]
+    return history.iloc[max(range(len(keys)), key=lambda i: (keys[i], -i))]

@@ -64,27 +64,66 @@ def first_windows(cell_index: np.ndarray, n_cells: int) -> np.ndarray:
     return first
 
 
-def predict_cells(
+AGGREGATIONS = ("max", "mean")
+
+
+def cell_log_scores(
     probs: np.ndarray, cell_index: np.ndarray, n_cells: int, aggregation: str = "max"
-) -> CellPredictions:
-    """Each cell's class: `max` (the original rule) takes its window with the highest softmax
-    score; `mean` takes the class with the highest mean log-probability over its windows, scored
-    by the renormalised geometric mean, and reports the window that supports it best."""
-    first = first_windows(cell_index, n_cells)
-    if aggregation == "mean":
-        log_probs = np.log(np.clip(probs, 1e-12, None))
-        counts = np.diff(np.append(first, cell_index.size))[:, None]
-        mean = np.add.reduceat(log_probs, first, axis=0) / counts
-        label = mean.argmax(axis=1)
-        shifted = np.exp(mean - mean.max(axis=1, keepdims=True))
-        score = (shifted / shifted.sum(axis=1, keepdims=True))[np.arange(n_cells), label]
-        support = probs[np.arange(cell_index.size), label[cell_index]]
-        return CellPredictions(window=_argmax_per_cell(support, cell_index, first), label=label, score=score)
-    if aggregation != "max":
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, a row of class log-scores and the window that supports its top class best.
+    `max` (the original rule): the log-probabilities of the cell's highest-scoring window;
+    `mean`: the mean log-probability over the cell's windows."""
+    if aggregation not in AGGREGATIONS:
         raise ValueError(f"predict.aggregation '{aggregation}': expected 'max' or 'mean'")
-    scores = probs.max(axis=1)
-    window = _argmax_per_cell(scores, cell_index, first)
-    return CellPredictions(window=window, label=probs[window].argmax(axis=1), score=scores[window])
+    first = first_windows(cell_index, n_cells)
+    log_probs = np.log(np.clip(probs, 1e-12, None))
+    if aggregation == "max":
+        window = _argmax_per_cell(probs.max(axis=1), cell_index, first)
+        return log_probs[window], window
+    counts = np.diff(np.append(first, cell_index.size))[:, None]
+    mean = np.add.reduceat(log_probs, first, axis=0) / counts
+    support = probs[np.arange(cell_index.size), mean.argmax(axis=1)[cell_index]]
+    return mean, _argmax_per_cell(support, cell_index, first)
+
+
+def softmax_rows(log_scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of log-scores divided by `temperature`."""
+    scaled = log_scores / temperature
+    shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def predict_cells(
+    probs: np.ndarray,
+    cell_index: np.ndarray,
+    n_cells: int,
+    aggregation: str = "max",
+    temperature: float = 1.0,
+) -> CellPredictions:
+    """Each cell's class (the top of its aggregated log-scores, see `cell_log_scores`), the
+    deciding window, and the class's probability after temperature scaling."""
+    log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
+    label = log_scores.argmax(axis=1)
+    score = softmax_rows(log_scores, temperature)[np.arange(n_cells), label]
+    return CellPredictions(window=window, label=label, score=score)
+
+
+# Temperatures tried when calibrating: 0.25 to 10 on a log scale.
+TEMPERATURES = np.geomspace(0.25, 10.0, 161)
+
+
+def fit_temperature(log_scores: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising the cells' negative log-likelihood of their true labels
+    (a 1-D grid search; 1 when there is nothing to fit)."""
+    known = labels >= 0
+    if not known.any():
+        return 1.0
+    rows, labels = log_scores[known], labels[known]
+    losses = [
+        -np.log(np.clip(softmax_rows(rows, t)[np.arange(labels.size), labels], 1e-12, None)).mean()
+        for t in TEMPERATURES
+    ]
+    return float(TEMPERATURES[int(np.argmin(losses))])
 
 
 def _argmax_per_cell(values: np.ndarray, cell_index: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -94,16 +133,27 @@ def _argmax_per_cell(values: np.ndarray, cell_index: np.ndarray, first: np.ndarr
     return np.minimum.reduceat(np.where(is_best, np.arange(values.size), values.size), first)
 
 
+UNASSIGNED = "Unassigned"
+
+
 def prediction_table(
-    obs: pd.DataFrame, windows: Windows, cells: CellPredictions, classes: np.ndarray
+    obs: pd.DataFrame,
+    windows: Windows,
+    cells: CellPredictions,
+    classes: np.ndarray,
+    unassigned_below: float | None = None,
 ) -> pd.DataFrame:
-    """The input `obs` (all columns, input order) plus the three prediction columns."""
+    """The input `obs` (all columns, input order) plus the three prediction columns; a cell
+    whose score is below `unassigned_below` is predicted `Unassigned`."""
     table = obs.copy()
     for column in PREDICTION_COLUMNS:
         if column in table.columns:
             table = table.rename(columns={column: f"input_{column}"})
     table["context_id"] = windows.context_ids()[cells.window]
-    table["PredictedFeature"] = np.asarray(classes)[cells.label]
+    predicted = np.asarray(classes).astype(object)[cells.label]
+    if unassigned_below is not None:
+        predicted[cells.score < unassigned_below] = UNASSIGNED
+    table["PredictedFeature"] = predicted
     table["prediction_score"] = cells.score
     return table
 
@@ -117,13 +167,17 @@ def predict_from_files(
     threads: int,
     target: str,
     aggregation: str = "max",
+    calibrate: bool = True,
+    unassigned_below: float | None = None,
 ) -> pd.DataFrame:
-    """Predict every cell of a preprocessed file from its saved windows; write the CSV."""
+    """Predict every cell of a preprocessed file from its saved windows; write the CSV. Scores
+    use the model's fitted temperature when `calibrate`; cells scoring below `unassigned_below`
+    are called `Unassigned`."""
     import logging
 
     from .contexts import load_windows
     from .io import InputError, read_obs, write_csv
-    from .models import load_model
+    from .models import load_model, read_temperature
     from .runtime import select_device
     from .vocab import Vocabulary
 
@@ -140,8 +194,9 @@ def predict_from_files(
         )
     obs = read_obs(cells_h5ad)
     probs = window_probabilities(model, windows, batch_size, device)
-    cells = predict_cells(probs, windows.cell_index, len(obs), aggregation)
-    table = prediction_table(obs, windows, cells, vocab.classes)
+    temperature = read_temperature(model_dir) if calibrate else 1.0
+    cells = predict_cells(probs, windows.cell_index, len(obs), aggregation, temperature)
+    table = prediction_table(obs, windows, cells, vocab.classes, unassigned_below)
     known = labels >= 0
     if known.any():
         logging.getLogger(__name__).info(

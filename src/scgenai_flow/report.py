@@ -31,7 +31,7 @@ from reportlab.platypus.flowables import Flowable
 
 from . import figures
 from .io import atomic_path, write_csv
-from .metrics import Evaluation, evaluate_predictions
+from .metrics import Evaluation, best_row, evaluate_predictions
 
 STYLES = getSampleStyleSheet()
 CELL = STYLES["BodyText"].clone("cell", fontSize=8, leading=9.5)
@@ -134,7 +134,7 @@ def write_train_summary(
     target: str | Path,
 ) -> None:
     """Write `train_summary.pdf`: run essentials, curves, per-class results, epochs, settings."""
-    best = history.loc[history["Validation Accuracy"].idxmax()]
+    best = best_row(history, select_by(settings))
     story: list[Flowable] = [
         Paragraph("scgenai-flow training summary", STYLES["Title"]),
         _table([list(f) for f in facts], [4.5 * cm, WIDTH - 4.5 * cm], header=False),
@@ -198,13 +198,19 @@ def first_page_rows(
     return rows
 
 
-def best_epoch_row(history: pd.DataFrame) -> tuple[str, str]:
-    best = history.loc[history["Validation Accuracy"].idxmax()]
+def select_by(settings: Mapping[str, Any]) -> str:
+    """The metric that picked best_model (model dirs from before the choice: accuracy)."""
+    return str(settings.get("train", {}).get("select_by", "accuracy"))
+
+
+def best_epoch_row(history: pd.DataFrame, metric: str = "accuracy") -> tuple[str, str]:
+    best = best_row(history, metric)
+    temperature = f", score temperature {best['Temperature']:.2f}" if "Temperature" in best else ""
     return (
-        "best epoch",
+        f"best epoch (by {metric.replace('_', '-')})",
         f"{int(best['Epoch'])} of {len(history)}: validation accuracy {best['Validation Accuracy']:.3f} "
         f"(cells), {best['Validation Window Accuracy']:.3f} (windows), macro-F1 "
-        f"{best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}",
+        f"{best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}{temperature}",
     )
 
 
@@ -237,7 +243,7 @@ def summary_from_files(
     evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
     stages = stage_times(bench_dir)
     pictures = summary_figures(history, evaluation)
-    facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history)]
+    facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, select_by(settings))]
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({len(history)} epochs)"))
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf)
     write_csv(evaluation.table, outputs.metrics, index=True)

@@ -21,9 +21,9 @@ from .checkpoint import TrainState, fingerprint, load_checkpoint, remember_best,
 from .contexts import Windows, load_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path, write_csv
-from .metrics import macro_f1
+from .metrics import best_row, macro_f1, selection_key
 from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
-from .predict import batch_tensors, predict_cells, window_probabilities
+from .predict import batch_tensors, cell_log_scores, fit_temperature, window_probabilities
 from .runtime import autocast, seed_everything, select_device
 from .vocab import Vocabulary
 
@@ -37,6 +37,7 @@ HISTORY_COLUMNS = (
     "Validation Window Accuracy",
     "Validation Loss",
     "Validation Macro F1",
+    "Temperature",
     "Seconds",
 )
 
@@ -52,6 +53,50 @@ class TrainSettings:
     seed: int = 1314521
     eval_batch_size: int = 64
     aggregation: str = "max"  # how validation cells are decided from their windows
+    lr_schedule: str = "constant"  # or warmup_cosine: linear warm-up, then cosine decay to 0
+    warmup_fraction: float = 0.1
+    class_weight: str = "none"  # or sqrt / balanced: loss weights from training class frequencies
+    label_smoothing: float = 0.0
+    gene_dropout: float = 0.0  # share of (gene, bin) pairs dropped from each training window
+    select_by: str = "accuracy"  # or macro_f1: the validation metric that picks best_model
+
+
+def lr_factor(step: int, total_steps: int, settings: TrainSettings) -> float:
+    """The learning-rate multiplier at optimiser step `step` (0-based) of `total_steps`."""
+    if settings.lr_schedule == "constant":
+        return 1.0
+    warmup = max(1, round(settings.warmup_fraction * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + np.cos(np.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+
+def class_weights(window_labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor | None:
+    """Loss weights (count share)^-1 (`balanced`) or ^-1/2 (`sqrt`), scaled to average 1 over
+    the training windows so the loss keeps its scale; None for `none`."""
+    if kind == "none":
+        return None
+    counts = np.bincount(window_labels, minlength=n_classes).astype(float)
+    power = {"balanced": 1.0, "sqrt": 0.5}[kind]
+    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    weights /= (weights * counts).sum() / counts.sum()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def drop_gene_pairs(
+    ids: torch.Tensor, lengths: torch.Tensor, rate: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmentation: drop each (gene, bin) pair of a window with probability `rate` (at least
+    one pair stays) and close the gaps, keeping the order of what remains."""
+    rows, pairs = ids.shape[0], ids.shape[1] // 2
+    position = np.arange(pairs)
+    keep = (rng.random((rows, pairs)) >= rate) & (position < lengths.cpu().numpy()[:, None] // 2)
+    keep[~keep.any(axis=1), 0] = True
+    order = np.argsort(np.where(keep, position, pairs + position), axis=1, kind="stable")
+    index = torch.from_numpy(order).to(ids.device)[..., None].expand(rows, pairs, 2)
+    packed = ids[:, : 2 * pairs].reshape(rows, pairs, 2).gather(1, index).reshape(rows, 2 * pairs)
+    new_lengths = torch.from_numpy(2 * keep.sum(axis=1)).to(lengths)
+    return packed[:, : int(new_lengths.max())], new_lengths
 
 
 @dataclass
@@ -70,19 +115,30 @@ class LabelledWindows:
         return int(self.cell_labels.size)
 
 
+def steps_per_epoch(n_windows: int, batch_size: int) -> int:
+    return -(-n_windows // batch_size)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: LabelledWindows,
-    batch_size: int,
+    settings: TrainSettings,
     rng: np.random.Generator,
     device: torch.device,
     ranks: Ranks = ONE_PROCESS,
+    epoch: int = 1,
+    weights: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """One pass over shuffled windows; mean loss and window accuracy. With several ranks each
-    batch is split between them and the loss scaled so the averaged gradient is the batch's."""
+    """One pass over shuffled windows (epoch `epoch`, 1-based, sets the learning rate; `weights`
+    per class weigh the loss); mean loss and window accuracy. With several ranks each batch is
+    split between them and the loss scaled so the averaged gradient is the batch's."""
     model.train()
     labels = torch.from_numpy(data.window_labels.astype(np.int64))
+    weights = None if weights is None else weights.to(device)
+    batch_size = settings.batch_size
+    step = (epoch - 1) * steps_per_epoch(len(data.windows), batch_size)
+    total_steps = settings.num_epochs * steps_per_epoch(len(data.windows), batch_size)
     order = rng.permutation(len(data.windows))
     loss_sum = correct = 0.0
     for start in range(0, order.size, batch_size):
@@ -91,10 +147,18 @@ def train_epoch(
         if idx.size == 0:  # every rank must take part in each step: a zero-weight window
             idx, weight = batch[:1], 0.0
         target = labels[idx].to(device)
+        ids, lengths = batch_tensors(data.windows, idx, device)
+        if settings.gene_dropout > 0:
+            ids, lengths = drop_gene_pairs(ids, lengths, settings.gene_dropout, rng)
         with autocast(device):
-            logits = model(*batch_tensors(data.windows, idx, device))
-        losses = nn.functional.cross_entropy(logits.float(), target, reduction="none")
+            logits = model(ids, lengths)
+        losses = nn.functional.cross_entropy(
+            logits.float(), target, weight=weights, label_smoothing=settings.label_smoothing, reduction="none"
+        )
         loss = losses.sum() * (weight * ranks.world / batch.size)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.learning_rate * lr_factor(step, total_steps, settings)
+        step += 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -112,18 +176,21 @@ def evaluate(
     ranks: Ranks = ONE_PROCESS,
     aggregation: str = "max",
 ) -> dict[str, float]:
-    """Window loss and accuracy, and cell accuracy and macro-F1 with the best-window rule."""
+    """Window loss and accuracy, cell accuracy and macro-F1 with the `aggregation` rule, and the
+    temperature that calibrates the cells' scores."""
     part = ranks.part(np.arange(len(data.windows)))
     probs = window_probabilities(model, data.windows.subset(part), batch_size, device)
     probs = ranks.gather_rows(probs, len(data.windows))
     labels = data.window_labels
     picked = probs[np.arange(labels.size), labels]
-    cells = predict_cells(probs, data.windows.cell_index, data.n_cells, aggregation)
+    log_scores, _ = cell_log_scores(probs, data.windows.cell_index, data.n_cells, aggregation)
+    cells = log_scores.argmax(axis=1)
     return {
-        "Validation Accuracy": float((cells.label == data.cell_labels).mean()),
+        "Validation Accuracy": float((cells == data.cell_labels).mean()),
         "Validation Window Accuracy": float((probs.argmax(1) == labels).mean()),
         "Validation Loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-        "Validation Macro F1": macro_f1(data.cell_labels, cells.label, probs.shape[1]),
+        "Validation Macro F1": macro_f1(data.cell_labels, cells, probs.shape[1]),
+        "Temperature": fit_temperature(log_scores, data.cell_labels),
     }
 
 
@@ -163,13 +230,14 @@ def fit(
         best = copy.deepcopy(model)
         best.load_state_dict(state.best_weights)
         publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), best)
+    weights = class_weights(train.window_labels, model.spec.num_classes, settings.class_weight)
     trainer: nn.Module = model
     if ranks.world > 1:
         ids = [ranks.local_rank] if device.type == "cuda" else None
         trainer = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     for epoch in range(state.epoch + 1, settings.num_epochs + 1):
         started = time.perf_counter()
-        loss, accuracy = train_epoch(trainer, optimizer, train, settings.batch_size, rng, device, ranks)
+        loss, accuracy = train_epoch(trainer, optimizer, train, settings, rng, device, ranks, epoch, weights)
         metrics = evaluate(model, val, settings.eval_batch_size, device, ranks, settings.aggregation)
         state.rows.append(
             {
@@ -180,7 +248,7 @@ def fit(
                 "Seconds": time.perf_counter() - started,
             }
         )
-        key = (metrics["Validation Accuracy"], -metrics["Validation Loss"])
+        key = selection_key(metrics, settings.select_by)
         is_best = state.best_key is None or key > state.best_key
         if is_best:
             remember_best(state, model, key)
@@ -193,12 +261,15 @@ def fit(
     return pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS))
 
 
-def write_model_dir(target: str | Path, model: CellClassifier, vocab_dir: str | Path, settings: dict) -> None:
+def write_model_dir(
+    target: str | Path, model: CellClassifier, vocab_dir: str | Path, settings: dict, temperature: float = 1.0
+) -> None:
     """A self-contained model directory: the vocabulary dir's files (vocabulary, tokenizer,
-    context reference), the network, and the effective settings; written atomically."""
+    context reference), the network, its score temperature, and the effective settings;
+    written atomically."""
     with atomic_path(target) as tmp:
         shutil.copytree(vocab_dir, tmp, ignore=shutil.ignore_patterns(".*"))
-        save_model(model, tmp)
+        save_model(model, tmp, temperature)
         (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
@@ -222,6 +293,7 @@ def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifie
         max_length=max_length,
         num_classes=int(vocab.classes.size),
         dropout=config["model"]["dropout"],
+        pooling=config["model"].get("pooling", "last"),
     )
     return CellClassifier(spec)
 
@@ -232,6 +304,47 @@ def pretrained_model(model_dir: str, vocab: Vocabulary, max_length: int) -> Cell
     if model.spec.max_length != max_length:
         raise InputError(f"{model_dir}: model windows are {model.spec.max_length} tokens, data {max_length}")
     return grow(model, vocab.size, int(vocab.classes.size))
+
+
+# Keys of the `train` section that fine-tuning takes from it too (absent in older model dirs).
+OBJECTIVE_KEYS = (
+    "lr_schedule",
+    "warmup_fraction",
+    "class_weight",
+    "label_smoothing",
+    "gene_dropout",
+    "select_by",
+)
+
+
+def train_settings(config: dict, loop: dict) -> TrainSettings:
+    """The loop settings of `loop` (the train or finetune section) and the shared objective."""
+    defaults = TrainSettings()
+    return TrainSettings(
+        num_epochs=loop["num_epochs"],
+        batch_size=loop["batch_size"],
+        learning_rate=loop["learning_rate"],
+        weight_decay=loop["weight_decay"],
+        seed=config["seed"],
+        aggregation=config["predict"].get("aggregation", "max"),
+        **{key: config["train"].get(key, getattr(defaults, key)) for key in OBJECTIVE_KEYS},
+    )
+
+
+def initial_model(
+    config: dict, vocab: Vocabulary, train: LabelledWindows, max_length: int, pretrained_dir: str | None
+) -> CellClassifier:
+    """The network training starts from: the pretrained one grown (fine-tuning), or a new one
+    whose gene embeddings come from the training cells when `model.gene_init` says so."""
+    if pretrained_dir:
+        return pretrained_model(pretrained_dir, vocab, max_length)
+    model = new_model(config, vocab, max_length)
+    if config["model"].get("gene_init", "random") == "coexpression":
+        from .models.embedding import init_gene_embeddings
+
+        n = init_gene_embeddings(model, train.windows, train.n_cells, vocab.gene_offset, config["seed"])
+        log.info("gene embeddings: %d tokens start from the training cells' co-expression axes", n)
+    return model
 
 
 def processes_of(loop: dict, gpus: int) -> int:
@@ -274,10 +387,7 @@ def train_from_files(
         if device.type == "cuda" and ranks.world > 1:
             device = torch.device("cuda", ranks.local_rank)
         max_length = int(train.windows.tokens.shape[1])
-        if pretrained_dir:
-            model = pretrained_model(pretrained_dir, vocab, max_length)
-        else:
-            model = new_model(config, vocab, max_length)
+        model = initial_model(config, vocab, train, max_length, pretrained_dir)
         log.info(
             "%s/%s: %d parameters on %s (process %d of %d); %d train windows (%d cells),"
             " %d val windows (%d cells)",
@@ -292,26 +402,20 @@ def train_from_files(
             len(val.windows),
             val.n_cells,
         )
-        settings = TrainSettings(
-            num_epochs=loop["num_epochs"],
-            batch_size=loop["batch_size"],
-            learning_rate=loop["learning_rate"],
-            weight_decay=loop["weight_decay"],
-            seed=config["seed"],
-            aggregation=config["predict"].get("aggregation", "max"),
-        )
+        settings = train_settings(config, loop)
 
         def publish(history: pd.DataFrame, best: CellClassifier | None) -> None:
             if best is not None:
-                write_model_dir(outputs.best_model, best, vocab_dir, config)
+                row = best_row(history, settings.select_by)
+                write_model_dir(outputs.best_model, best, vocab_dir, config, row["Temperature"])
             write_csv(history, outputs.history)
 
         inputs = [train_npz, val_npz, vocab_dir, *([pretrained_dir] if pretrained_dir else [])]
         resume = Resume(checkpoint, fingerprint(config, *inputs)) if checkpoint else None
-        fit(model, train, val, settings, device, publish, resume, ranks)
+        history = fit(model, train, val, settings, device, publish, resume, ranks)
         if not ranks.is_main:
             return
-        write_model_dir(outputs.last_model, model, vocab_dir, config)
+        write_model_dir(outputs.last_model, model, vocab_dir, config, history["Temperature"].iloc[-1])
         if outputs.run_info:
             facts = run_facts(model, vocab, train, val, device, threads)
             facts["processes"] = ranks.world

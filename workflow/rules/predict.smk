@@ -22,6 +22,8 @@ if SHARDS == 1:
         params:
             batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"]["aggregation"],
+            calibrate=config["predict"]["calibrate"],
+            unassigned_below=config["predict"]["unassigned_below"],
         script:
             "../../scripts/predict.py"
 
@@ -75,6 +77,8 @@ else:
         params:
             batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"]["aggregation"],
+            calibrate=config["predict"]["calibrate"],
+            unassigned_below=config["predict"]["unassigned_below"],
         script:
             "../../scripts/predict.py"
 

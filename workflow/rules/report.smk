@@ -22,6 +22,8 @@ rule validate:
     params:
         batch_size=config["predict"]["batch_size"],
         aggregation=config["predict"]["aggregation"],
+        calibrate=config["predict"]["calibrate"],
+        unassigned_below=None,  # the report compares every validation cell's class
     script:
         "../../scripts/predict.py"
 

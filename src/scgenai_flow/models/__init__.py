@@ -14,6 +14,7 @@ from ..io import InputError
 
 WEIGHTS_FILE = "scGenAI_model.pt"
 CONFIG_FILE = "config.json"
+CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class ModelSpec:
     max_length: int
     num_classes: int
     dropout: float = 0.1
+    pooling: str = "last"  # model dirs written before pooling existed used the last token
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise InputError(
+                f"model.pooling '{self.pooling}' is unknown; expected one of {', '.join(POOLINGS)}"
+            )
 
     @property
     def dims(self) -> Size:
@@ -52,6 +60,10 @@ class ModelSpec:
             raise InputError(f"model.size '{self.size}' is unknown; expected one of {', '.join(SIZES)}")
         return SIZES[self.size]
 
+
+# last: the hidden state at each window's last real token (the original scGenAI head);
+# mean: the mean hidden state over the window's real tokens.
+POOLINGS = ("last", "mean")
 
 Backbone = Callable[[ModelSpec], nn.Module]
 BACKBONES: dict[str, Backbone] = {}
@@ -68,7 +80,8 @@ def register(name: str) -> Callable[[Backbone], Backbone]:
 
 
 class CellClassifier(nn.Module):
-    """A backbone whose hidden state at each window's last real token feeds a linear head."""
+    """A backbone whose pooled hidden state (last real token, or mean over real tokens) feeds a
+    linear head."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -86,12 +99,16 @@ class CellClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of right-padded windows."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        mask = (positions[None, :] < lengths[:, None]).long()
-        if bool(mask.all()):
-            mask = None  # no padding: lets attention use its causal fast path
+        real = positions[None, :] < lengths[:, None]
+        # no padding: no mask, which lets attention use its causal fast path
+        mask = None if bool(real.all()) else real.long()
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-        return self.head(self.dropout(last))
+        if self.spec.pooling == "mean":
+            weights = real.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1)
+        else:
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        return self.head(self.dropout(pooled))
 
 
 def grow(model: CellClassifier, vocab_size: int, num_classes: int) -> CellClassifier:
@@ -111,10 +128,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(model: CellClassifier, directory: Path) -> None:
-    """Write `config.json` and the weights into an existing directory."""
+def save_model(model: CellClassifier, directory: Path, temperature: float = 1.0) -> None:
+    """Write `config.json`, the weights and the score temperature into an existing directory."""
     (directory / CONFIG_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
+    (directory / CALIBRATION_FILE).write_text(json.dumps({"temperature": float(temperature)}) + "\n")
+
+
+def read_temperature(directory: str | Path) -> float:
+    """The temperature fitted on validation cells (`calibration.json`); 1 for model dirs
+    written without one."""
+    path = Path(directory) / CALIBRATION_FILE
+    if not path.is_file():
+        return 1.0
+    try:
+        temperature = float(json.loads(path.read_text())["temperature"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: {err}; expected JSON with a positive 'temperature'") from err
+    if not temperature > 0:
+        raise InputError(f"{path}: temperature {temperature}; expected a positive number")
+    return temperature
 
 
 def read_spec(path: Path) -> ModelSpec:

@@ -44,6 +44,9 @@ class ScGenT(nn.Module):
         self.blocks = nn.ModuleList(Block(d.hidden, d.heads, d.ffn, spec.dropout) for _ in range(d.layers))
         self.norm = nn.LayerNorm(d.hidden)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tokens
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> SimpleNamespace:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.tokens(input_ids) + self.positions(positions)[None]
