@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -136,9 +135,10 @@ def run_ours(
     ]
     started = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:
-        done = subprocess.run(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-        )
+        # the snapshot's package, not the one installed in the venv (an editable checkout)
+        path = os.pathsep.join(filter(None, (str(repo / "src"), os.environ.get("PYTHONPATH"))))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"workflow run {name!r} failed: see {workdir / 'snakemake.log'}")
     table = pd.read_csv(results / "predictions.csv", index_col=0)
@@ -150,12 +150,13 @@ def run_ours(
         "wall_s": time.perf_counter() - started,
         "results": results,
         "epochs": int(config["train"]["num_epochs"]),
-        "best_epoch": best_epoch(results),
+        "best_epoch": best_epoch(results, config["train"].get("select_by", "accuracy")),
     }
 
 
-def best_epoch(results: Path) -> int:
-    """Epoch of the best model: highest validation accuracy, ties to lower loss (as train.fit)."""
+def best_epoch(results: Path, select_by: str) -> int:
+    """Epoch of the best model, chosen as train.fit chooses it."""
+    from scgenai_flow.metrics import best_row
+
     history = pd.read_csv(results / "model" / "combined_epoch_results.csv")
-    order = np.lexsort((history["Validation Loss"], -history["Validation Accuracy"]))
-    return int(history["Epoch"].iloc[order[0]])
+    return int(best_row(history, select_by)["Epoch"])
