@@ -1,4 +1,5 @@
-"""Score windows and decide each cell by its best window, in time linear in windows."""
+"""Score windows and decide each cell from them (best window or mean log-probability), with
+calibrated scores, in time linear in windows."""
 
 from __future__ import annotations
 
