@@ -34,11 +34,10 @@ link-profiles:
 run: setup
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile profiles/local --cores $(CORES) all
 
-# Two pytest workers, one test file each (a file's fixtures are built once): the suite is
-# mostly end-to-end runs that leave a core idle while Snakemake plans and Python imports.
-TEST_WORKERS ?= 2
+# One process: torch already uses both cores; two pytest workers (pytest-xdist) oversubscribed
+# them and took 30 min instead of 15 on this machine.
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=15
 
 # A real single-node SLURM (root; installs slurmctld/slurmd/munge with apt-get if missing).
 test-slurm: setup

@@ -266,7 +266,8 @@ def tiny_context(method: str, **extra) -> dict:
 
 
 @pytest.mark.slow
-def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
+@pytest.mark.parametrize("method", ["genomic", "biofunction", "genelist", "multiomics"])
+def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc, method: str) -> None:
     genes = list(pbmc.var_names)
     (tmp_path / "genes.txt").write_text("\n".join(genes[::2]) + "\n")
     # one gene set per cell type: its 15 most over-expressed genes (markers picked from the data)
@@ -285,22 +286,21 @@ def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc) -> None:
         "genelist": tiny_context("genelist", genelist=str(tmp_path / "genes.txt")),
         "multiomics": {**tiny_context("random", depth=2), "data": {"multiomics": True}},  # generated ADT
     }
-    for method, config in cases.items():
-        workdir = tmp_path / method
-        workdir.mkdir()
-        snakemake(workdir, "results/predictions.csv", config=config)
-        results = workdir / "results"
-        table = pd.read_csv(results / "predictions.csv", index_col=0)
-        assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
-        reference = {
-            "genomic": "context_cytobands.tsv",
-            "biofunction": "context_gene_sets.gmt",
-            "genelist": "context_genelist.txt",
-            "multiomics": "adt_vocab.npy",
-        }[method]
-        assert (results / "model/best_model" / reference).is_file()  # prediction needs nothing else
-        if method == "genomic":
-            assert table["context_id"].str.match(r"^(\d+|X|Y)[pq]|unmapped").all()
-        if method == "biofunction":
-            names = "|".join(re.escape(n.split("\t")[0]) for n in lines)
-            assert table["context_id"].str.contains(f"{names}|no_set_", regex=True).all()
+    workdir = tmp_path / method
+    workdir.mkdir()
+    snakemake(workdir, "results/predictions.csv", config=cases[method])
+    results = workdir / "results"
+    table = pd.read_csv(results / "predictions.csv", index_col=0)
+    assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
+    reference = {
+        "genomic": "context_cytobands.tsv",
+        "biofunction": "context_gene_sets.gmt",
+        "genelist": "context_genelist.txt",
+        "multiomics": "adt_vocab.npy",
+    }[method]
+    assert (results / "model/best_model" / reference).is_file()  # prediction needs nothing else
+    if method == "genomic":
+        assert table["context_id"].str.match(r"^(\d+|X|Y)[pq]|unmapped").all()
+    if method == "biofunction":
+        names = "|".join(re.escape(n.split("\t")[0]) for n in lines)
+        assert table["context_id"].str.contains(f"{names}|no_set_", regex=True).all()
