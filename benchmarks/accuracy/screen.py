@@ -20,11 +20,10 @@ import torch
 
 from scgenai_flow.contexts import load_windows
 from scgenai_flow.metrics import macro_f1
-from scgenai_flow.models import CellClassifier, ModelSpec
-from scgenai_flow.models.embedding import init_gene_embeddings
+from scgenai_flow.models import CellClassifier
 from scgenai_flow.predict import predict_cells, window_probabilities
 from scgenai_flow.runtime import seed_everything
-from scgenai_flow.train import LabelledWindows, TrainSettings, class_weights, train_epoch
+from scgenai_flow.train import LabelledWindows, TrainSettings, class_weights, initial_model, train_epoch
 from scgenai_flow.vocab import Vocabulary
 
 CPU = torch.device("cpu")
@@ -69,12 +68,9 @@ def main(argv: list[str]) -> int:
     vocab = Vocabulary.load(results / "vocab")
     seed_everything(args.seed)
     max_length = int(train.windows.tokens.shape[1])
-    spec = ModelSpec(
-        "llama", "tiny", vocab.size, vocab.pad_id, max_length, int(vocab.classes.size), 0.1, args.pooling
-    )
-    model = CellClassifier(spec)
-    if args.gene_init == "coexpression":
-        init_gene_embeddings(model, train.windows, train.n_cells, vocab.gene_offset, args.seed)
+    model_settings = {"backbone": "llama", "size": "tiny", "dropout": 0.1, "pooling": args.pooling}
+    config = {"seed": args.seed, "model": {**model_settings, "gene_init": args.gene_init}}
+    model = initial_model(config, vocab, train, max_length, pretrained_dir=None)
     settings = TrainSettings(
         num_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -88,7 +84,7 @@ def main(argv: list[str]) -> int:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.learning_rate, weight_decay=settings.weight_decay
     )
-    weights = class_weights(train.window_labels, spec.num_classes, settings.class_weight)
+    weights = class_weights(train.window_labels, model.spec.num_classes, settings.class_weight)
     rng = np.random.default_rng(args.seed)
     rows = []
     for epoch in range(1, args.epochs + 1):
