@@ -13,6 +13,9 @@ with stage(snakemake.log[0]):
     trained_genes = None
     if snakemake.input.get("vocab"):  # align to a vocabulary, binned as it was trained
         vocab = Vocabulary.load(snakemake.input.vocab)
-        trained_genes, settings = vocab.genes, replace(settings, num_bins=vocab.num_bins)
+        trained_genes, settings = (
+            vocab.genes,
+            replace(settings, num_bins=vocab.num_bins, binning=vocab.binning),
+        )
     result = preprocess_file(snakemake.input.h5ad, settings, trained_genes)
     write_h5ad(result, snakemake.output[0])

@@ -21,6 +21,7 @@ from scgenai_flow.preprocess import (
     scan_matrix,
     select_genes,
 )
+from scgenai_flow.vocab import Vocabulary, vocabulary_from_preprocessed
 
 
 def reference_bins(matrix: sp.csr_matrix, num_bins: int) -> list[np.ndarray]:
@@ -58,6 +59,69 @@ def test_binning_on_real_log_data(pbmc: ad.AnnData) -> None:
     expected = np.concatenate(reference_bins(matrix, 10))
     np.testing.assert_array_equal(binned.data, expected)
     assert binned.data.min() == 1 and binned.data.max() == 11
+
+
+def reference_quantile_bins(values: np.ndarray, num_bins: int) -> np.ndarray:
+    """One cell: rank (ties share the lowest, scipy's 'min') cut into num_bins equal-count bins."""
+    from scipy.stats import rankdata
+
+    rank = rankdata(values, method="min") - 1
+    return (np.floor(rank * num_bins / values.size) + 1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("num_bins", [1, 4, 10])
+def test_quantile_binning_equals_per_cell_ranks(num_bins: int) -> None:
+    rng = np.random.default_rng(num_bins)
+    matrix = sp.random(200, 60, density=0.25, format="csr", random_state=rng, dtype=np.float32)
+    matrix.data[::5] = np.round(matrix.data[::5], 1)  # ties
+    matrix = sp.vstack([matrix, sp.csr_matrix((1, 60), dtype=np.float32)]).tocsr()  # an empty cell
+    binned = bin_rows(matrix, num_bins, "cell_quantile")
+    assert binned.dtype == np.uint8 and binned.nnz == matrix.nnz
+    for row in range(matrix.shape[0]):
+        values = matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]]
+        got = binned.data[binned.indptr[row] : binned.indptr[row + 1]]
+        expected = reference_quantile_bins(values, num_bins) if values.size else values.astype(np.uint8)
+        np.testing.assert_array_equal(got, expected, err_msg=f"cell {row}")
+
+
+def test_quantile_binning_is_scale_free_and_fills_the_bins(pbmc: ad.AnnData) -> None:
+    matrix = sp.csr_matrix(pbmc.X, dtype=np.float32)
+    binned = bin_rows(matrix, 10, "cell_quantile")
+    small = matrix.copy()
+    small.data = small.data / 100  # values below 1: the original bins put them all in one bin
+    assert (bin_rows(small, 10, "cell_quantile") != binned).nnz == 0
+    assert np.unique(bin_rows(small, 10).data).size <= 2
+    assert binned.data.min() == 1 and binned.data.max() == 10
+    # within a cell, a higher value never gets a lower bin
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.data, rows))
+    same_cell = rows[order][1:] == rows[order][:-1]
+    assert (np.diff(binned.data[order].astype(int))[same_cell] >= 0).all()
+    # without ties every bin of a cell holds a tenth of its values (to one value)
+    distinct = sp.random(50, 400, density=0.5, format="csr", random_state=0, dtype=np.float64)
+    counts = np.stack(
+        [np.bincount(row.data, minlength=11)[1:] for row in bin_rows(distinct, 10, "cell_quantile")]
+    )
+    expected = np.diff(distinct.indptr)[:, None] / 10
+    assert np.abs(counts - expected).max() <= 1
+
+
+def test_binning_is_recorded_and_followed_by_aligned_files(tmp_path, pbmc_h5ad) -> None:
+    settings = PreprocessSettings(binning="cell_quantile")
+    train = preprocess_file(pbmc_h5ad, settings)
+    assert train.uns["preprocess"]["binning"] == "cell_quantile"
+    write_h5ad(train, tmp_path / "train.h5ad")
+    vocab = vocabulary_from_preprocessed(tmp_path / "train.h5ad", "bulk_labels")
+    vocab.save(tmp_path / "vocab")
+    loaded = Vocabulary.load(tmp_path / "vocab")
+    assert loaded.binning == "cell_quantile"
+    (tmp_path / "vocab" / "binning.json").unlink()  # a directory of the original: cell_range
+    assert Vocabulary.load(tmp_path / "vocab").binning == "cell_range"
+    (tmp_path / "vocab" / "binning.json").write_text('{"binning": "log"}')
+    with pytest.raises(InputError, match="binning 'log'; expected one of cell_range, cell_quantile"):
+        Vocabulary.load(tmp_path / "vocab")
+    with pytest.raises(InputError, match="preprocess.binning: 'log'"):
+        preprocess_file(pbmc_h5ad, PreprocessSettings(binning="log"))
 
 
 def test_gene_filter_keeps_genes_in_enough_cells() -> None:

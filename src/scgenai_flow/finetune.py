@@ -31,6 +31,7 @@ MODEL_DEFINING = (
     ("context", "max_length"),
     ("context", "depth"),
     ("preprocess", "num_bins"),
+    ("preprocess", "binning"),
     ("model", "backbone"),
     ("model", "size"),
     ("model", "pooling"),

@@ -172,9 +172,34 @@ def bin_values(values: np.ndarray, cell_max: np.ndarray, num_bins: int) -> np.nd
     return np.clip(count, 1, num_bins + 1).astype(np.uint8)
 
 
-def bin_rows(chunk: sp.csr_matrix, num_bins: int) -> sp.csr_matrix:
-    """Replace each cell's non-zero values by their expression bin (uint8)."""
-    bins = bin_values(chunk.data, per_value(np.maximum, chunk), num_bins)
+def quantile_bins(chunk: sp.csr_matrix, num_bins: int) -> np.ndarray:
+    """Bins 1..num_bins of equal counts of each cell's non-zero values, by rank in the cell.
+
+    Tied values share the lowest rank, so equal values always share a bin; the bins do not
+    depend on the data's scale (values below 1 keep their order, unlike `bin_values`)."""
+    counts = np.diff(chunk.indptr)
+    rows = np.repeat(np.arange(chunk.shape[0]), counts)
+    order = np.lexsort((chunk.data, rows))
+    values, owner = chunk.data[order], rows[order]
+    first_of_run = np.ones(values.size, dtype=bool)
+    first_of_run[1:] = (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])
+    run_start = np.maximum.accumulate(np.where(first_of_run, np.arange(values.size), 0))
+    rank = run_start - chunk.indptr[owner]
+    bins = np.empty(values.size, dtype=np.uint8)
+    bins[order] = rank * num_bins // counts[owner] + 1
+    return bins
+
+
+BINNINGS = ("cell_range", "cell_quantile")
+
+
+def bin_rows(chunk: sp.csr_matrix, num_bins: int, binning: str = "cell_range") -> sp.csr_matrix:
+    """Replace each cell's non-zero values by their expression bin (uint8): `cell_range`
+    (the original: equal-width edges from 1 to the cell's maximum) or `cell_quantile`."""
+    if binning == "cell_quantile":
+        bins = quantile_bins(chunk, num_bins)
+    else:
+        bins = bin_values(chunk.data, per_value(np.maximum, chunk), num_bins)
     return sp.csr_matrix((bins, chunk.indices, chunk.indptr), shape=chunk.shape)
 
 
@@ -183,6 +208,7 @@ class PreprocessSettings:
     """How one file is filtered, normalised and binned."""
 
     num_bins: int = 10
+    binning: str = "cell_range"
     min_cells: int = 50
     seed: int = 1314521
     use_raw: bool = False
@@ -201,6 +227,8 @@ def preprocess_file(
     """
     if settings.num_bins < 1 or settings.num_bins > 254:
         raise InputError(f"preprocess.num_bins: {settings.num_bins}; expected 1..254")
+    if settings.binning not in BINNINGS:
+        raise InputError(f"preprocess.binning: {settings.binning!r}; expected one of {', '.join(BINNINGS)}")
     genes = read_var_names(path, settings.use_raw)
     check_unique_genes(genes, path)
     scan = scan_matrix(path, settings.use_raw, settings.chunk_cells)
@@ -238,7 +266,7 @@ def preprocess_file(
     row = pos = 0
     for chunk in iter_csr_chunks(path, settings.chunk_cells, settings.use_raw):
         aligned = align_columns(chunk, col_map, trained_genes.size)
-        binned = bin_rows(normalise_rows(aligned, scan.raw_counts), settings.num_bins)
+        binned = bin_rows(normalise_rows(aligned, scan.raw_counts), settings.num_bins, settings.binning)
         data[pos : pos + binned.nnz] = binned.data
         indices[pos : pos + binned.nnz] = binned.indices
         indptr[row + 1 : row + 1 + binned.shape[0]] = pos + binned.indptr[1:]
@@ -264,6 +292,7 @@ def preprocess_file(
         "source": str(path),
         "raw_counts": scan.raw_counts,
         "num_bins": settings.num_bins,
+        "binning": settings.binning,
         "min_cells": settings.min_cells,
         "seed": settings.seed,
     }

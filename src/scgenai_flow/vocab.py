@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .io import InputError, atomic_path
+from .preprocess import BINNINGS
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
 PAD_TOKEN = "<pad>"
@@ -28,6 +29,7 @@ VOCAB_FILES = (
 )
 
 
+BINNING_FILE = "binning.json"  # ours; a directory without it was binned the original way
 ADT_PREFIX = "ADT_"  # protein CD4 and gene CD4 are different tokens
 
 
@@ -51,6 +53,7 @@ class Vocabulary:
     adt_features: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # multi-omics
     adt_num_bins: int = 5
     n_added_genes: int = 0  # genes added by fine-tuning: the last ones, with ids after PAD
+    binning: str = "cell_range"  # how values became bins (preprocess.BINNINGS); new data follow it
 
     @property
     def n_base_genes(self) -> int:
@@ -196,6 +199,8 @@ class Vocabulary:
                 directory / "adt_expression_vocab.npy",
                 np.rec.fromarrays([adt_bins, adt_bins - 1 + self.adt_bin_offset], names="bin,id"),
             )
+        binning = {"binning": self.binning, "num_bins": self.num_bins}
+        (directory / BINNING_FILE).write_text(json.dumps(binning, indent=2) + "\n")
         self.hf_tokenizer().save_pretrained(directory)
         specials = {**SPECIAL_TOKENS, "pad_token": PAD_TOKEN}
         (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
@@ -235,7 +240,14 @@ class Vocabulary:
         stored_ids = npy["gene_vocab.npy"]["id"]
         added = int((stored_ids > int(pad_id)).sum())
         num_bins = int(npy["expression_vocab.npy"].size) - 1
-        vocab = cls(genes=genes, num_bins=num_bins, classes=classes, n_added_genes=added, **adt)
+        vocab = cls(
+            genes=genes,
+            num_bins=num_bins,
+            classes=classes,
+            n_added_genes=added,
+            binning=read_binning(directory),
+            **adt,
+        )
         if int(pad_id) != vocab.pad_id or not np.array_equal(
             stored_ids, vocab.feature_tokens(np.arange(genes.size))
         ):
@@ -246,6 +258,20 @@ class Vocabulary:
         return vocab
 
 
+def read_binning(directory: Path) -> str:
+    """The binning a vocabulary directory records; `cell_range` (the original) without the file."""
+    path = directory / BINNING_FILE
+    if not path.is_file():
+        return "cell_range"
+    try:
+        binning = json.loads(path.read_text())["binning"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: unreadable ({err!r}); expected JSON with a 'binning' key") from err
+    if binning not in BINNINGS:
+        raise InputError(f"{path}: binning {binning!r}; expected one of {', '.join(BINNINGS)}")
+    return binning
+
+
 def build_vocabulary(
     genes: np.ndarray,
     num_bins: int,
@@ -253,6 +279,7 @@ def build_vocabulary(
     source: str,
     adt_features: np.ndarray | None = None,
     adt_num_bins: int = 5,
+    binning: str = "cell_range",
 ) -> Vocabulary:
     """Vocabulary of the preprocessed training data; classes sorted like a label encoder."""
     adt = np.asarray(adt_features if adt_features is not None else [], dtype=str)
@@ -274,6 +301,7 @@ def build_vocabulary(
         classes=classes,
         adt_features=adt,
         adt_num_bins=adt_num_bins,
+        binning=binning,
     )
 
 
@@ -304,8 +332,14 @@ def vocabulary_from_preprocessed(
             "adt_num_bins": int(proteins.uns["preprocess"]["num_bins"]),
         }
         proteins.file.close()
+    settings = adata.uns["preprocess"]
     vocab = build_vocabulary(
-        np.asarray(adata.var_names), int(adata.uns["preprocess"]["num_bins"]), labels, str(path), **adt
+        np.asarray(adata.var_names),
+        int(settings["num_bins"]),
+        labels,
+        str(path),
+        binning=str(settings.get("binning", "cell_range")),
+        **adt,
     )
     adata.file.close()
     return vocab

@@ -150,6 +150,7 @@ def adt_input(split):
 def adt_settings():
     return {
         "num_bins": config["preprocess"]["adt_num_bins"],
+        "binning": config["preprocess"]["binning"],
         "min_cells": 0,
         "seed": config["seed"],
         "use_raw": False,
@@ -166,6 +167,7 @@ def preprocess_settings(split):
     """Settings of the preprocess rules (params: a change re-runs them)."""
     return {
         "num_bins": config["preprocess"]["num_bins"],
+        "binning": config["preprocess"]["binning"],
         "min_cells": config["preprocess"]["min_cells"],
         "seed": config["seed"],
         "use_raw": uses_raw(split),

@@ -77,6 +77,7 @@ rule finetune_preprocess:
     params:
         settings={
             "num_bins": config["preprocess"]["num_bins"],
+            "binning": config["preprocess"]["binning"],
             "min_cells": 0,
             "seed": config["seed"],
             "use_raw": FT["use_raw"] and FT["val"] is not None,
