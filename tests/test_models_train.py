@@ -15,7 +15,7 @@ from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_paramete
 from scgenai_flow.predict import predict_cells, window_probabilities
 from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
-from scgenai_flow.train import LabelledWindows, TrainSettings, fit, write_model_dir
+from scgenai_flow.train import LabelledWindows, Resume, TrainSettings, fit, stops_early, write_model_dir
 from scgenai_flow.vocab import build_vocabulary
 
 CPU = torch.device("cpu")
@@ -53,6 +53,26 @@ def test_training_lowers_the_loss_on_real_cells(real_windows, backbone: str) -> 
     assert history["Train Loss"].iloc[-1] < 0.9 * history["Train Loss"].iloc[0]
     assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
     assert list(history["Epoch"]) == [1, 2, 3]
+
+
+def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_path, real_windows) -> None:
+    rows = [
+        {"Epoch": e, "Validation Accuracy": a, "Validation Macro F1": f, "Validation Loss": 1.0}
+        for e, (a, f) in enumerate([(0.5, 0.4), (0.6, 0.3), (0.55, 0.35), (0.58, 0.38)], 1)
+    ]
+    assert stops_early(rows, TrainSettings(select_by="macro_f1", patience=3))  # best epoch 1
+    assert not stops_early(rows, TrainSettings(select_by="accuracy", patience=3))  # best epoch 2
+    assert not stops_early(rows, TrainSettings(select_by="macro_f1"))  # patience off
+    vocab, data = real_windows
+    seed_everything(0)
+    model = CellClassifier(spec_for(vocab))
+    # learning rate 0: no epoch beats the first, so patience 2 ends training after epoch 3 of 10
+    settings = TrainSettings(num_epochs=10, batch_size=32, learning_rate=0.0, patience=2)
+    resume = Resume(str(tmp_path / "checkpoint.pt"), "digest")
+    history = fit(model, data, data, settings, CPU, lambda *_: None, resume)
+    assert list(history["Epoch"]) == [1, 2, 3]
+    again = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda *_: None, resume)
+    assert list(again["Epoch"]) == [1, 2, 3]  # the resumed run does not train on
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)

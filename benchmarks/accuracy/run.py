@@ -1,8 +1,9 @@
 """Accuracy harness: our workflow (named configs) beside logistic regression, CellTypist and the
-majority class on one labelled split. See benchmarks/accuracy/README.md.
+majority class on one labelled split, or on several (--seeds) with a summary over them.
+See benchmarks/accuracy/README.md.
 
     .venv/bin/python benchmarks/accuracy/run.py --dataset pbmc68k_reduced --label bulk_labels \
-        --configs default --out benchmarks/out/accuracy/pbmc68k_bulk
+        --configs default --seeds 1314521 1 2 3 4 --out benchmarks/out/accuracy/pbmc68k_bulk
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import baselines
 import datasets
 import ours
 import report
+import summary
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("ours", "logreg", "celltypist", "majority")
@@ -36,6 +38,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--configs", nargs="+", default=["default"], help="named configs (configs/NAME.yaml) or YAML paths"
     )
     parser.add_argument("--seed", type=int, default=1314521, help="split seed, also the workflow's seed")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="several splits (each seed as --seed) into OUT/seed_S, then OUT/summary.md over them",
+    )
     parser.add_argument(
         "--out", type=Path, help="output dir (default benchmarks/out/accuracy/DATASET_LABEL_SEED)"
     )
@@ -61,13 +69,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
     if args.out is None:
         name = Path(args.train_file).stem if args.train_file else Path(args.dataset).stem
-        args.out = REPO / "benchmarks" / "out" / "accuracy" / f"{name}_{args.label}_{args.seed}"
+        splits = "splits" if args.seeds else args.seed
+        args.out = REPO / "benchmarks" / "out" / "accuracy" / f"{name}_{args.label}_{splits}"
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse(argv)
+    if not args.seeds:
+        return run_split(args)
+    if args.train_file:
+        raise SystemExit("--seeds splits --dataset; given --train-file/--test-file are one split")
+    status = 0
+    for seed in args.seeds:
+        status |= run_split(
+            argparse.Namespace(**{**vars(args), "seed": seed, "out": args.out / f"seed_{seed}"})
+        )
+    print(summary.write_summary(args.out))
+    return status
+
+
+def run_split(args: argparse.Namespace) -> int:
+    """Every method on the split of `args.seed`; tables in `args.out`."""
     args.out.mkdir(parents=True, exist_ok=True)
     split = datasets.split_dataset(args)
     paths = datasets.write_split(split, args.label, args.out / "data")

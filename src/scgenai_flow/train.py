@@ -59,6 +59,7 @@ class TrainSettings:
     label_smoothing: float = 0.0
     gene_dropout: float = 0.0  # share of (gene, bin) pairs dropped from each training window
     select_by: str = "accuracy"  # or macro_f1: the validation metric that picks best_model
+    patience: int | None = None  # stop when the best epoch is this many epochs behind (None: never)
 
 
 def lr_factor(step: int, total_steps: int, settings: TrainSettings) -> float:
@@ -207,6 +208,14 @@ class Resume:
     digest: str
 
 
+def stops_early(rows: list[dict], settings: TrainSettings) -> bool:
+    """Whether the best epoch so far lies `patience` epochs behind the last one."""
+    if not settings.patience or not rows:
+        return False
+    best = int(best_row(pd.DataFrame(rows), settings.select_by)["Epoch"])
+    return int(rows[-1]["Epoch"]) - best >= settings.patience
+
+
 def fit(
     model: CellClassifier,
     train: LabelledWindows,
@@ -217,7 +226,8 @@ def fit(
     resume: Resume | None = None,
     ranks: Ranks = ONE_PROCESS,
 ) -> pd.DataFrame:
-    """Train for `num_epochs`, evaluating cells after each; continue from `resume` if valid."""
+    """Train for `num_epochs` (fewer with `patience`), evaluating cells after each; continue
+    from `resume` if valid."""
     if settings.batch_size < 1:
         raise InputError(f"train.batch_size={settings.batch_size}: expected >= 1")
     model.to(device)
@@ -236,6 +246,11 @@ def fit(
         ids = [ranks.local_rank] if device.type == "cuda" else None
         trainer = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     for epoch in range(state.epoch + 1, settings.num_epochs + 1):
+        if stops_early(state.rows, settings):  # checked first, so a resumed run stops too
+            log.info(
+                "early stop after epoch %d: no better validation for %d epochs", epoch - 1, settings.patience
+            )
+            break
         started = time.perf_counter()
         loss, accuracy = train_epoch(trainer, optimizer, train, settings, rng, device, ranks, epoch, weights)
         metrics = evaluate(model, val, settings.eval_batch_size, device, ranks, settings.aggregation)
@@ -314,6 +329,7 @@ OBJECTIVE_KEYS = (
     "label_smoothing",
     "gene_dropout",
     "select_by",
+    "patience",
 )
 
 
