@@ -123,6 +123,10 @@ def test_low_scores_become_unassigned() -> None:
     assert list(table["PredictedFeature"]) == ["T", UNASSIGNED, "B"]
     default = prediction_table(obs, windows, cells, np.array(["T", "B"]))
     assert list(default["PredictedFeature"]) == ["T", "T", "B"]
+    with pytest.raises(InputError, match="has a class named 'Unassigned'"):
+        prediction_table(obs, windows, cells, np.array(["T", UNASSIGNED]), unassigned_below=0.6)
+    mixed = prediction_table(obs, windows, cells, np.array(["T", UNASSIGNED]))  # off: a class like any
+    assert list(mixed["PredictedFeature"]) == ["T", "T", UNASSIGNED]
 
 
 def test_model_dirs_carry_their_temperature(tmp_path) -> None:

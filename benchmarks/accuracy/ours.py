@@ -149,14 +149,14 @@ def run_ours(
         "predict_s": stage_seconds(results, PREDICT_STAGES),
         "wall_s": time.perf_counter() - started,
         "results": results,
-        "epochs": int(config["train"]["num_epochs"]),
-        "best_epoch": best_epoch(results, config["train"].get("select_by", "accuracy")),
+        **epochs(results, config["train"].get("select_by", "accuracy")),
     }
 
 
-def best_epoch(results: Path, select_by: str) -> int:
-    """Epoch of the best model, chosen as train.fit chooses it."""
+def epochs(results: Path, select_by: str) -> dict[str, int]:
+    """Epochs trained (fewer than num_epochs after an early stop) and the best model's epoch,
+    chosen as train.fit chooses it."""
     from scgenai_flow.metrics import best_row
 
     history = pd.read_csv(results / "model" / "combined_epoch_results.csv")
-    return int(best_row(history, select_by)["Epoch"])
+    return {"epochs": len(history), "best_epoch": int(best_row(history, select_by)["Epoch"])}

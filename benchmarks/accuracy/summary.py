@@ -78,11 +78,13 @@ def write_summary(out: Path, more: tuple[Path, ...] = ()) -> str:
     rows = collect([out, *more])
     methods, versus = per_method(rows), paired(rows)
     methods.to_csv(out / "summary.csv")
-    text = f"splits: {', '.join(sorted(rows['split'].unique()))}\n\n" + report.markdown(methods)
+    text = f"splits: {', '.join(sorted(rows['split'].unique()))}\n\n" + report.markdown(
+        methods.astype(object)
+    )
     if not versus.empty:
         versus.to_csv(out / "paired.csv")
         text += "\nours minus the best baseline, paired by split (macro-F1, 95% t interval):\n\n"
-        text += report.markdown(versus)
+        text += report.markdown(versus.astype(object))
     (out / "summary.md").write_text(text)
     return text
 

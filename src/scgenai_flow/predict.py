@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .contexts import Windows
+from .io import InputError
 from .models import CellClassifier
 from .runtime import autocast
 
@@ -137,6 +138,16 @@ def _argmax_per_cell(values: np.ndarray, cell_index: np.ndarray, first: np.ndarr
 UNASSIGNED = "Unassigned"
 
 
+def check_unassigned(classes: np.ndarray, unassigned_below: float | None, model_dir: str) -> None:
+    """A model with a class named `Unassigned` cannot also call low scores `Unassigned`."""
+    if unassigned_below is not None and UNASSIGNED in set(np.asarray(classes, dtype=str)):
+        raise InputError(
+            f"{model_dir}: the model has a class named {UNASSIGNED!r}, so predict.unassigned_below"
+            f" ({unassigned_below}) would mix it with low-scoring cells; expected"
+            " predict.unassigned_below: null for this model"
+        )
+
+
 def prediction_table(
     obs: pd.DataFrame,
     windows: Windows,
@@ -150,6 +161,7 @@ def prediction_table(
     for column in PREDICTION_COLUMNS:
         if column in table.columns:
             table = table.rename(columns={column: f"input_{column}"})
+    check_unassigned(classes, unassigned_below, "the model")
     table["context_id"] = windows.context_ids()[cells.window]
     predicted = np.asarray(classes).astype(object)[cells.label]
     if unassigned_below is not None:
@@ -177,7 +189,7 @@ def predict_from_files(
     import logging
 
     from .contexts import load_windows
-    from .io import InputError, read_obs, write_csv
+    from .io import read_obs, write_csv
     from .models import load_model, read_temperature
     from .runtime import select_device
     from .vocab import Vocabulary
@@ -185,6 +197,7 @@ def predict_from_files(
     device = select_device(gpus, threads)
     model = load_model(model_dir, device)
     vocab = Vocabulary.load(model_dir)
+    check_unassigned(vocab.classes, unassigned_below, model_dir)
     windows, labels = load_windows(windows_npz)
     if model.spec.vocab_size != vocab.size or int(windows.tokens.max(initial=0)) >= vocab.size:
         raise InputError(f"{windows_npz}: windows were built with another vocabulary than {model_dir}")

@@ -190,12 +190,21 @@ def first_page_rows(
         (
             "training",
             f"{train['num_epochs']} epochs, batch {train['batch_size']}, learning rate "
-            f"{train['learning_rate']}, weight decay {train['weight_decay']}, seed {settings['seed']}",
+            f"{train['learning_rate']}, weight decay {train['weight_decay']}, seed {settings['seed']}"
+            + early_stopping(settings),
         )
     )
     rows.append(("device", f"{info['device']} ({info['device_name']}), {info['threads']} threads, "
                  f"host {info['host']}, torch {info['torch']}"))  # fmt: skip
     return rows
+
+
+def early_stopping(settings: Mapping[str, Any]) -> str:
+    """The training row's note on early stopping (`train.patience`), if it was on."""
+    patience = settings.get("train", {}).get("patience")
+    return (
+        f"; early stopping after {patience} epochs without a better {select_by(settings)}" if patience else ""
+    )
 
 
 def select_by(settings: Mapping[str, Any]) -> str:
