@@ -130,7 +130,7 @@ def run_ours(
     results = workdir / "results"
     command = [
         *(sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir)),
-        *("--cores", str(cores), str(results / "predictions.csv")),
+        *("--cores", str(cores), "--rerun-incomplete", str(results / "predictions.csv")),
         *("--configfile", str(repo / "config" / "config.yaml"), str(named), str(workdir / "harness.yaml")),
     ]
     started = time.perf_counter()
