@@ -6,14 +6,14 @@ with stage(snakemake.log[0]):
     from dataclasses import replace
 
     from scgenai_flow.io import read_obs, write_h5ad
-    from scgenai_flow.preprocess import PreprocessSettings, preprocess_adt
+    from scgenai_flow.preprocess import PreprocessSettings, preprocess_adt, recorded_binning
     from scgenai_flow.vocab import Vocabulary
 
     vocab_dir = snakemake.input.get("vocab")
-    settings = PreprocessSettings(**snakemake.params.settings)
-    features = None
-    if vocab_dir:  # align to the trained features, binned as they were
-        vocab = Vocabulary.load(vocab_dir)
-        features, settings = vocab.adt_features, replace(settings, binning=vocab.binning)
+    features = Vocabulary.load(vocab_dir).adt_features if vocab_dir else None
     cells = read_obs(snakemake.input.rna).index
+    # proteins are binned as the RNA of the same cells was (auto resolved on the training RNA)
+    settings = replace(
+        PreprocessSettings(**snakemake.params.settings), binning=recorded_binning(snakemake.input.rna)
+    )
     write_h5ad(preprocess_adt(snakemake.input.adt, cells, settings, features), snakemake.output[0])

@@ -18,6 +18,7 @@ from scgenai_flow.preprocess import (
     column_map,
     normalise_rows,
     preprocess_file,
+    recorded_binning,
     scan_matrix,
     select_genes,
 )
@@ -120,8 +121,22 @@ def test_binning_is_recorded_and_followed_by_aligned_files(tmp_path, pbmc_h5ad) 
     (tmp_path / "vocab" / "binning.json").write_text('{"binning": "log"}')
     with pytest.raises(InputError, match="binning 'log'; expected one of cell_range, cell_quantile"):
         Vocabulary.load(tmp_path / "vocab")
-    with pytest.raises(InputError, match="preprocess.binning: 'log'"):
+    with pytest.raises(InputError, match="preprocess.binning: 'log'; expected auto, cell_range"):
         preprocess_file(pbmc_h5ad, PreprocessSettings(binning="log"))
+
+
+def test_auto_binning_keeps_the_original_unless_cells_peak_below_one(tmp_path, pbmc) -> None:
+    small = pbmc.copy()
+    small.X = sp.csr_matrix(pbmc.X, dtype=np.float32) / 100  # every cell's maximum below 1
+    write_h5ad(pbmc, tmp_path / "log.h5ad")
+    write_h5ad(small, tmp_path / "small.h5ad")
+    write_h5ad(counts_adata(60, 40, seed=2), tmp_path / "counts.h5ad")
+    for name, expected in (("log", "cell_range"), ("small", "cell_quantile"), ("counts", "cell_range")):
+        auto = preprocess_file(tmp_path / f"{name}.h5ad", PreprocessSettings(binning="auto", min_cells=1))
+        same = preprocess_file(tmp_path / f"{name}.h5ad", PreprocessSettings(binning=expected, min_cells=1))
+        assert auto.uns["preprocess"]["binning"] == expected, name
+        assert (auto.X != same.X).nnz == 0, name
+    assert recorded_binning(tmp_path / "log.h5ad") == "cell_range"  # not preprocessed: the original
 
 
 def test_gene_filter_keeps_genes_in_enough_cells() -> None:

@@ -30,6 +30,7 @@ class MatrixScan:
     max_value: float
     expressed_cells: np.ndarray  # per gene: cells with a value > 0
     empty_cells: int = 0  # cells without any value > 0
+    cells_below_one: int = 0  # non-empty cells whose largest value is at most 1
 
     @property
     def raw_counts(self) -> bool:
@@ -58,7 +59,7 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
     expressed = np.zeros(info.n_genes, dtype=np.int64)
     max_value = 0.0
     fraction: float | None = None  # a non-integer value, if any
-    empty = 0
+    empty = below_one = 0
     for chunk in iter_csr_chunks(path, chunk_cells, use_raw):
         data = chunk.data
         positive = data > 0
@@ -68,6 +69,8 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
             continue
         check_values(data, path, matrix)
         max_value = max(max_value, float(data.max()))
+        starts = chunk.indptr[:-1][np.diff(chunk.indptr) > 0]
+        below_one += int((np.maximum.reduceat(data, starts) <= 1).sum())
         if fraction is None:
             odd = np.flatnonzero(data != np.round(data))
             fraction = float(data[odd[0]]) if odd.size else None
@@ -78,7 +81,7 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
             f" raw counts, but holds non-integer values (e.g. {fraction:g}); expected integer raw counts,"
             f" or log-normalised values (max <= {RAW_COUNT_THRESHOLD:g}): normalised but not log-transformed?"
         )
-    return MatrixScan(info.n_cells, max_value, expressed, empty)
+    return MatrixScan(info.n_cells, max_value, expressed, empty, below_one)
 
 
 def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
@@ -193,6 +196,23 @@ def quantile_bins(chunk: sp.csr_matrix, num_bins: int) -> np.ndarray:
 BINNINGS = ("cell_range", "cell_quantile")
 
 
+def resolve_binning(binning: str, scan: MatrixScan, path: str | Path) -> str:
+    """`auto`: the original `cell_range`, unless most cells peak at or below 1 (values in
+    [0, 1], e.g. scaled or simulated data), where its edges from 1 collapse into two bins."""
+    if binning != "auto":
+        return binning
+    nonempty = scan.n_cells - scan.empty_cells
+    if not scan.raw_counts and nonempty and scan.cells_below_one > nonempty / 2:
+        log.info(
+            "%s: %d of %d cells have no value above 1: cell_quantile bins (binning auto)",
+            path,
+            scan.cells_below_one,
+            nonempty,
+        )
+        return "cell_quantile"
+    return "cell_range"
+
+
 def bin_rows(chunk: sp.csr_matrix, num_bins: int, binning: str = "cell_range") -> sp.csr_matrix:
     """Replace each cell's non-zero values by their expression bin (uint8): `cell_range`
     (the original: equal-width edges from 1 to the cell's maximum) or `cell_quantile`."""
@@ -227,13 +247,14 @@ def preprocess_file(
     """
     if settings.num_bins < 1 or settings.num_bins > 254:
         raise InputError(f"preprocess.num_bins: {settings.num_bins}; expected 1..254")
-    if settings.binning not in BINNINGS:
-        raise InputError(f"preprocess.binning: {settings.binning!r}; expected one of {', '.join(BINNINGS)}")
+    if settings.binning not in (*BINNINGS, "auto"):
+        raise InputError(f"preprocess.binning: {settings.binning!r}; expected auto, {', '.join(BINNINGS)}")
     genes = read_var_names(path, settings.use_raw)
     check_unique_genes(genes, path)
     scan = scan_matrix(path, settings.use_raw, settings.chunk_cells)
     if trained_genes is None:
         trained_genes = select_genes(genes, scan.expressed_cells, settings.min_cells, settings.seed)
+    binning = resolve_binning(settings.binning, scan, path)
     col_map = column_map(genes, trained_genes)
     overlap = int((col_map >= 0).sum())
     if overlap == 0:
@@ -266,7 +287,7 @@ def preprocess_file(
     row = pos = 0
     for chunk in iter_csr_chunks(path, settings.chunk_cells, settings.use_raw):
         aligned = align_columns(chunk, col_map, trained_genes.size)
-        binned = bin_rows(normalise_rows(aligned, scan.raw_counts), settings.num_bins, settings.binning)
+        binned = bin_rows(normalise_rows(aligned, scan.raw_counts), settings.num_bins, binning)
         data[pos : pos + binned.nnz] = binned.data
         indices[pos : pos + binned.nnz] = binned.indices
         indptr[row + 1 : row + 1 + binned.shape[0]] = pos + binned.indptr[1:]
@@ -292,11 +313,21 @@ def preprocess_file(
         "source": str(path),
         "raw_counts": scan.raw_counts,
         "num_bins": settings.num_bins,
-        "binning": settings.binning,
+        "binning": binning,
         "min_cells": settings.min_cells,
         "seed": settings.seed,
     }
     return result
+
+
+def recorded_binning(preprocessed: str | Path) -> str:
+    """The binning a preprocessed file was made with (files of older runs: `cell_range`)."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(preprocessed, backed="r")
+    binning = str(adata.uns.get("preprocess", {}).get("binning", "cell_range"))
+    adata.file.close()
+    return binning
 
 
 def preprocess_adt(
