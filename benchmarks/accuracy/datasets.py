@@ -97,8 +97,8 @@ def labelled(adata: ad.AnnData, label: str, where: str) -> ad.AnnData:
 
 
 def stratified(adata: ad.AnnData, label: str, seed: int, val: float, test: float) -> Split:
-    """The workflow's own split function and order: with the default seed and fractions on
-    pbmc68k_reduced this is the split of the default run."""
+    """The workflow's own split function; the labels are strings here (classes in alphabetical
+    order), so the split differs from the workflow's on data with another category order."""
     parts = stratified_split(adata.obs[label], {"val": val, "predict": test}, seed)
     return Split(*(adata[parts[name]].copy() for name in ("train", "val", "predict")))
 
