@@ -11,6 +11,8 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# UMAP's nearest-neighbour code is numba-compiled (~30 s per process); cache it across jobs.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(".snakemake/numba-cache"))
 
 from scgenai_flow.config import check_config
 from scgenai_flow.contexts.reference import REFERENCES
