@@ -18,7 +18,6 @@ import pandas as pd
 import report
 from scipy.stats import t as student_t
 
-METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "ece")
 BASELINES = ("logreg", "celltypist")
 
 
@@ -40,7 +39,7 @@ def per_method(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample standard deviation of each metric over the splits a method ran on."""
     grouped = rows.groupby("method", sort=False)
     table = pd.DataFrame({"splits": grouped.size()})
-    for metric in (*METRICS, "train_s"):
+    for metric in report.COLUMNS:
         table[f"{metric}_mean"] = grouped[metric].mean()
         table[f"{metric}_sd"] = grouped[metric].std(ddof=1)
     return table

@@ -69,8 +69,8 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
             continue
         check_values(data, path, matrix)
         max_value = max(max_value, float(data.max()))
-        starts = chunk.indptr[:-1][np.diff(chunk.indptr) > 0]
-        below_one += int((np.maximum.reduceat(data, starts) <= 1).sum())
+        maxima = np.maximum.reduceat(data, chunk.indptr[:-1][np.diff(chunk.indptr) > 0])
+        below_one += int(((maxima > 0) & (maxima <= 1)).sum())  # cells of stored zeros only are empty
         if fraction is None:
             odd = np.flatnonzero(data != np.round(data))
             fraction = float(data[odd[0]]) if odd.size else None
