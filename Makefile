@@ -41,8 +41,9 @@ test: setup
 	HF_HUB_OFFLINE=1 NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba $(BIN)/python -m pytest --durations=15
 
 # A real single-node SLURM (root; installs slurmctld/slurmd/munge with apt-get if missing).
+# Its jobs inherit the environment, so they share make test's numba cache too.
 test-slurm: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slurm tests/test_slurm.py
+	HF_HUB_OFFLINE=1 NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba $(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
 # A short GPU training + prediction on the embedded data: windows/s, tokens/s, peak GPU memory.
 gpu-check: setup

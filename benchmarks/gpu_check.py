@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,13 +57,16 @@ def main() -> None:
     from scgenai_flow.models import count_parameters
     from scgenai_flow.train import new_model
 
-    model_config = {"model": {"backbone": args.backbone, "size": args.size, "dropout": 0.1}}
+    # the default config's model settings (pooling, pair input), with this backbone and size
+    defaults = yaml.safe_load((REPO / "config/config.yaml").read_text())["model"]
+    model_config = {"model": {**defaults, "backbone": args.backbone, "size": args.size}}
     model = new_model(model_config, vocab, args.max_length).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     labels = torch.from_numpy(train.window_labels.astype(np.int64))
     rng = np.random.default_rng(0)
     parameters = count_parameters(model)
-    print(f"model: {args.backbone}/{args.size}, {parameters:,} parameters, {args.max_length} tokens")
+    print(f"model: {args.backbone}/{args.size}, {parameters:,} parameters, {args.max_length} tokens,"
+          f" {model.spec.pair_input} gene-bin pairs")  # fmt: skip
 
     def step(idx: np.ndarray) -> int:
         ids, lengths = batch_tensors(train.windows, idx, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from scgenai_flow.contexts import ContextSettings, build_windows
 from scgenai_flow.io import InputError
-from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model
+from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model, read_spec
 from scgenai_flow.predict import predict_cells, window_probabilities
 from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
@@ -97,12 +98,41 @@ def test_saved_model_reloads_with_identical_logits(tmp_path, real_windows, backb
     } <= names
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_summed_input_puts_each_gene_and_its_bin_at_one_position(tmp_path, real_windows) -> None:
+    vocab, data = real_windows
+    seed_everything(3)
+    model = CellClassifier(replace(spec_for(vocab), pair_input="summed")).eval()
+    ids = torch.from_numpy(data.windows.tokens[:4].astype(np.int64))
+    embed = model.backbone.get_input_embeddings()
+    pairs = model.summed_pairs(ids)
+    assert pairs.shape[1] == ids.shape[1] // 2 == model.spec.positions
+    torch.testing.assert_close(pairs[:, 5], embed(ids[:, 10]) + embed(ids[:, 11]))
+    vocab.save(tmp_path / "vocab")
+    write_model_dir(tmp_path / "m", model, tmp_path / "vocab", {"seed": 3})
+    loaded = load_model(tmp_path / "m")
+    assert loaded.spec.pair_input == "summed"
+    some = data.windows.subset(slice(0, 32))
+    np.testing.assert_array_equal(
+        window_probabilities(model, some, 16, CPU), window_probabilities(loaded, some, 16, CPU)
+    )
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["pair_input"]  # a model dir written before the option
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    assert read_spec(tmp_path / "m" / "config.json").pair_input == "interleaved"
+
+
+@pytest.mark.parametrize(
+    ("pooling", "pair_input"),
+    [("last", "interleaved"), ("mean", "interleaved"), ("mean", "summed"), ("last", "summed")],
+)
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
-def test_padding_does_not_change_a_window_logits(real_windows, backbone: str, pooling: str) -> None:
+def test_padding_does_not_change_a_window_logits(
+    real_windows, backbone: str, pooling: str, pair_input: str
+) -> None:
     vocab, data = real_windows
     seed_everything(2)
-    model = CellClassifier(replace(spec_for(vocab, backbone), pooling=pooling)).eval()
+    spec = replace(spec_for(vocab, backbone), pooling=pooling, pair_input=pair_input)
+    model = CellClassifier(spec).eval()
     short = np.flatnonzero(data.windows.lengths < 64)[0]
     length = int(data.windows.lengths[short])
     ids = torch.from_numpy(data.windows.tokens[[short]].astype(np.int64))

@@ -142,3 +142,5 @@ def test_model_dirs_carry_their_temperature(tmp_path) -> None:
         read_temperature(tmp_path / "m")
     with pytest.raises(InputError, match="model.pooling 'max' is unknown"):
         ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 8, 2, pooling="max")
+    with pytest.raises(InputError, match="model.pair_input 'sum' is unknown"):
+        ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 8, 2, pair_input="sum")

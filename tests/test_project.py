@@ -63,3 +63,14 @@ def test_default_config_is_valid_and_complete() -> None:
     check_config(config, SCHEMA)
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     assert config["preprocess"]["chunk_cells"] == 5000  # filled from the schema default
+
+
+def test_window_length_limit_counts_positions() -> None:
+    gpt = {"model": {"backbone": "gpt"}, "context": {"max_length": 2048}}
+    with pytest.raises(InputError, match="context.max_length: 2048 is above .* expected <= 1024"):
+        check_config(gpt, SCHEMA)
+    check_config({**gpt, "model": {"backbone": "gpt", "pair_input": "summed"}}, SCHEMA)  # 1024 positions
+    with pytest.raises(InputError, match="expected <= 2048"):
+        check_config(
+            {"model": {"backbone": "gpt", "pair_input": "summed"}, "context": {"max_length": 4096}}, SCHEMA
+        )

@@ -9,9 +9,11 @@ from typing import Any
 
 from .io import InputError
 
-# Longest window per backbone: GPT-2 and BigBird as published (1,024 and 4,096 learned
+# Sequence positions per backbone: GPT-2 and BigBird as published (1,024 and 4,096 learned
 # positions); LLaMA (rotary positions) and scgent have no table limit, so the bound is memory.
-MAX_LENGTH = {"gpt": 1024, "bigbird": 4096, "llama": 16384, "scgent": 16384}
+# A window of max_length tokens fills max_length positions, or half as many with
+# model.pair_input summed (one per gene-bin pair).
+MAX_POSITIONS = {"gpt": 1024, "bigbird": 4096, "llama": 16384, "scgent": 16384}
 
 
 def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -85,8 +87,9 @@ def length_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
     """A window longer than the backbone takes."""
     backbone = setting(config, schema, "model", "backbone")
     length = setting(config, schema, "context", "max_length")
-    limit = MAX_LENGTH.get(backbone)
-    if limit is None or not isinstance(length, int) or length <= limit:
+    pairs = setting(config, schema, "model", "pair_input") == "summed"
+    limit = MAX_POSITIONS.get(backbone, 0) * (2 if pairs else 1)
+    if not limit or not isinstance(length, int) or length <= limit:
         return []
     return [
         f"context.max_length: {length} is above what model.backbone '{backbone}' takes; expected <= {limit}"

@@ -35,6 +35,7 @@ MODEL_DEFINING = (
     ("model", "backbone"),
     ("model", "size"),
     ("model", "pooling"),
+    ("model", "pair_input"),
     ("data", "multiomics"),
 )
 

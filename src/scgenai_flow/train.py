@@ -309,6 +309,7 @@ def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifie
         num_classes=int(vocab.classes.size),
         dropout=config["model"]["dropout"],
         pooling=config["model"].get("pooling", "last"),
+        pair_input=config["model"].get("pair_input", "interleaved"),
     )
     return CellClassifier(spec)
 

@@ -47,12 +47,15 @@ class ModelSpec:
     num_classes: int
     dropout: float = 0.1
     pooling: str = "last"  # model dirs written before pooling existed used the last token
+    pair_input: str = "interleaved"  # model dirs written before it fed gene and bin tokens in turn
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise InputError(
-                f"model.pooling '{self.pooling}' is unknown; expected one of {', '.join(POOLINGS)}"
-            )
+        for key, value, known in (
+            ("pooling", self.pooling, POOLINGS),
+            ("pair_input", self.pair_input, PAIR_INPUTS),
+        ):
+            if value not in known:
+                raise InputError(f"model.{key} '{value}' is unknown; expected one of {', '.join(known)}")
 
     @property
     def dims(self) -> Size:
@@ -60,10 +63,18 @@ class ModelSpec:
             raise InputError(f"model.size '{self.size}' is unknown; expected one of {', '.join(SIZES)}")
         return SIZES[self.size]
 
+    @property
+    def positions(self) -> int:
+        """Sequence positions of a full window: its tokens, or its token pairs when summed."""
+        return self.max_length // 2 if self.pair_input == "summed" else self.max_length
+
 
 # last: the hidden state at each window's last real token (the original scGenAI head);
 # mean: the mean hidden state over the window's real tokens.
 POOLINGS = ("last", "mean")
+# interleaved: a gene token, then its bin token, each at its own position (the original);
+# summed: one position per gene holding its embedding plus its bin's, so a value is bound to its gene.
+PAIR_INPUTS = ("interleaved", "summed")
 
 Backbone = Callable[[ModelSpec], nn.Module]
 BACKBONES: dict[str, Backbone] = {}
@@ -98,17 +109,28 @@ class CellClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of right-padded windows."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        real = positions[None, :] < lengths[:, None]
+        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids}
+        if self.spec.pair_input == "summed":
+            inputs, lengths = {"inputs_embeds": self.summed_pairs(input_ids)}, lengths // 2
+        width = next(iter(inputs.values())).shape[1]
+        real = torch.arange(width, device=input_ids.device)[None, :] < lengths[:, None]
         # no padding: no mask, which lets attention use its causal fast path
         mask = None if bool(real.all()) else real.long()
-        hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        hidden = self.backbone(**inputs, attention_mask=mask).last_hidden_state
         if self.spec.pooling == "mean":
             weights = real.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1)
         else:
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
         return self.head(self.dropout(pooled))
+
+    def summed_pairs(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings of (feature, bin) token pairs, one position per pair: their sum."""
+        features, bins = input_ids[:, 0::2], input_ids[:, 1::2]
+        if bins.shape[1] < features.shape[1]:  # odd width: the last pair is padding
+            bins = nn.functional.pad(bins, (0, 1), value=self.spec.pad_token_id)
+        embed = self.backbone.get_input_embeddings()
+        return embed(features) + embed(bins)
 
 
 def grow(model: CellClassifier, vocab_size: int, num_classes: int) -> CellClassifier:

@@ -40,16 +40,21 @@ class ScGenT(nn.Module):
         super().__init__()
         d = spec.dims
         self.tokens = nn.Embedding(spec.vocab_size, d.hidden, padding_idx=spec.pad_token_id)
-        self.positions = nn.Embedding(spec.max_length, d.hidden)
+        self.positions = nn.Embedding(spec.positions, d.hidden)
         self.blocks = nn.ModuleList(Block(d.hidden, d.heads, d.ffn, spec.dropout) for _ in range(d.layers))
         self.norm = nn.LayerNorm(d.hidden)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.tokens
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> SimpleNamespace:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.tokens(input_ids) + self.positions(positions)[None]
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> SimpleNamespace:
+        x = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        x = x + self.positions(torch.arange(x.shape[1], device=x.device))[None]
         for block in self.blocks:
             x = block(x)
         return SimpleNamespace(last_hidden_state=self.norm(x))
