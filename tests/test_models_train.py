@@ -17,7 +17,7 @@ from scgenai_flow.predict import predict_cells, window_probabilities
 from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import LabelledWindows, Resume, TrainSettings, fit, stops_early, write_model_dir
-from scgenai_flow.vocab import build_vocabulary
+from scgenai_flow.vocab import UNK_ID, build_vocabulary
 
 CPU = torch.device("cpu")
 BACKBONE_NAMES = ["llama", "gpt", "bigbird", "scgent"]
@@ -115,6 +115,13 @@ def test_summed_input_puts_each_gene_and_its_bin_at_one_position(tmp_path, real_
     np.testing.assert_array_equal(
         window_probabilities(model, some, 16, CPU), window_probabilities(loaded, some, 16, CPU)
     )
+    unk = torch.full((1, 8), vocab.pad_id)
+    unk[0, 0] = UNK_ID  # the window of a cell without expressed genes: one token
+    for pooling in ("mean", "last"):
+        lone = CellClassifier(replace(model.spec, pooling=pooling)).eval()
+        with torch.no_grad():
+            assert torch.isfinite(lone(unk, torch.tensor([1]))).all(), pooling
+            torch.testing.assert_close(lone(unk, torch.tensor([1])), lone(unk[:, :1], torch.tensor([1])))
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     del config["pair_input"]  # a model dir written before the option
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))

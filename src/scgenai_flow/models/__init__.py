@@ -111,7 +111,8 @@ class CellClassifier(nn.Module):
         """Class logits of a batch of right-padded windows."""
         inputs: dict[str, torch.Tensor] = {"input_ids": input_ids}
         if self.spec.pair_input == "summed":
-            inputs, lengths = {"inputs_embeds": self.summed_pairs(input_ids)}, lengths // 2
+            # rounded up: a cell's lone `<unk>` window (one token) keeps one position
+            inputs, lengths = {"inputs_embeds": self.summed_pairs(input_ids)}, (lengths + 1) // 2
         width = next(iter(inputs.values())).shape[1]
         real = torch.arange(width, device=input_ids.device)[None, :] < lengths[:, None]
         # no padding: no mask, which lets attention use its causal fast path
