@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anndata as ad
@@ -256,20 +257,28 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
 
 
 def tiny_context(method: str, **extra) -> dict:
-    """One-epoch settings for a context method; only prediction's targets are built."""
+    """One-epoch, one-thread settings for a context method; only prediction's targets are built."""
     return {
         "preprocess": {"min_cells": 150},
         "context": {"method": method, "max_length": 64, **extra},
         "model": {"size": "tiny", "backbone": "scgent"},
-        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3},
+        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "threads": 1},
+        "predict": {"threads": 1},  # two runs share the cores
     }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["genomic", "biofunction", "genelist", "multiomics"])
-def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc, method: str) -> None:
+CONTEXT_METHODS = ["genomic", "biofunction", "genelist", "multiomics"]
+
+
+@pytest.fixture(scope="module")
+def context_runs(
+    request, tmp_path_factory, pbmc
+) -> tuple[dict[str, subprocess.CompletedProcess], list[str], Path]:
+    """The selected context methods' workflows up to predictions.csv, two at a time (most of a
+    run is single-threaded start-up); their results, the GMT lines and the root dir."""
+    root = tmp_path_factory.mktemp("contexts")
     genes = list(pbmc.var_names)
-    (tmp_path / "genes.txt").write_text("\n".join(genes[::2]) + "\n")
+    (root / "genes.txt").write_text("\n".join(genes[::2]) + "\n")
     # one gene set per cell type: its 15 most over-expressed genes (markers picked from the data)
     expression = pd.DataFrame(pbmc.X.toarray(), columns=genes)
     labels = pbmc.obs["bulk_labels"].astype(str).to_numpy()
@@ -279,17 +288,35 @@ def test_every_context_method_runs_end_to_end(tmp_path: Path, pbmc, method: str)
         + "\t".join((means.loc[name] - means.mean()).nlargest(15).index)
         for name in means.index
     ]
-    (tmp_path / "sets.gmt").write_text("\n".join(lines) + "\n")
+    (root / "sets.gmt").write_text("\n".join(lines) + "\n")
     cases = {
         "genomic": tiny_context("genomic", depth=2),  # built-in cytoband table
-        "biofunction": tiny_context("biofunction", gmt=str(tmp_path / "sets.gmt")),
-        "genelist": tiny_context("genelist", genelist=str(tmp_path / "genes.txt")),
+        "biofunction": tiny_context("biofunction", gmt=str(root / "sets.gmt")),
+        "genelist": tiny_context("genelist", genelist=str(root / "genes.txt")),
         "multiomics": {**tiny_context("random", depth=2), "data": {"multiomics": True}},  # generated ADT
     }
-    workdir = tmp_path / method
-    workdir.mkdir()
-    snakemake(workdir, "results/predictions.csv", config=cases[method])
-    results = workdir / "results"
+    selected = {
+        item.callspec.params["method"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "method" in item.callspec.params
+    }
+
+    def run(method: str) -> subprocess.CompletedProcess:
+        (root / method).mkdir()
+        return snakemake(root / method, "results/predictions.csv", config=cases[method], check=False)
+
+    methods = [m for m in CONTEXT_METHODS if m in selected]
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(methods, pool.map(run, methods))), lines, root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", CONTEXT_METHODS)
+def test_every_context_method_runs_end_to_end(context_runs, method: str) -> None:
+    runs, lines, root = context_runs
+    result = runs[method]
+    assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    results = root / method / "results"
     table = pd.read_csv(results / "predictions.csv", index_col=0)
     assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
     reference = {
