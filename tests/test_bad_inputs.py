@@ -284,6 +284,9 @@ CASES = [
     # GPT-2 has 1,024 positions: 2,048 tokens of summed (gene, bin) pairs (the default)
     Case("max_length_above_backbone_limit", on(model={"backbone": "gpt"}, context={"max_length": 4096}),
          "parse", ("context.max_length: 4096 is above what model.backbone 'gpt' takes; expected <= 2048",)),
+    Case("resample_without_sliding_windows",
+         on(train={"resample_windows": True}, context={"method": "biofunction"}), "parse",
+         ("train.resample_windows: true needs sliding windows; expected context.method random or genelist",)),
     Case("num_bins_zero", on(preprocess={"num_bins": 0}), "parse",
          ("preprocess.num_bins: 0 is not valid; expected an integer >= 1 and <= 254",)),
     Case("batch_size_zero", on(train={"batch_size": 0}), "parse",

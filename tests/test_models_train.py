@@ -12,11 +12,20 @@ import torch
 
 from scgenai_flow.contexts import ContextSettings, build_windows
 from scgenai_flow.io import InputError
+from scgenai_flow.metrics import selection_key
 from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model, read_spec
 from scgenai_flow.predict import predict_cells, window_probabilities
 from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
-from scgenai_flow.train import LabelledWindows, Resume, TrainSettings, fit, stops_early, write_model_dir
+from scgenai_flow.train import (
+    LabelledWindows,
+    Resume,
+    TrainSettings,
+    evaluate,
+    fit,
+    stops_early,
+    write_model_dir,
+)
 from scgenai_flow.vocab import UNK_ID, build_vocabulary
 
 CPU = torch.device("cpu")
@@ -74,6 +83,45 @@ def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_pat
     assert list(history["Epoch"]) == [1, 2, 3]
     again = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda *_: None, resume)
     assert list(again["Epoch"]) == [1, 2, 3]  # the resumed run does not train on
+
+
+def test_best_model_holds_the_mean_weights_of_the_best_epochs(tmp_path, real_windows) -> None:
+    vocab, data = real_windows
+    settings = TrainSettings(
+        num_epochs=5, batch_size=16, learning_rate=2e-3, select_by="macro_f1", average_best=3
+    )
+    published = []
+
+    def publish(history, best) -> None:
+        if best is not None:
+            published.append((best.epochs, copy_weights(best.model), best.metrics))
+
+    seed_everything(0)
+    resume = Resume(str(tmp_path / "checkpoint.pt"), "digest")
+    history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, publish, resume)
+    rows = history.to_dict("records")
+    ranked = sorted(rows, key=lambda r: (selection_key(r, "macro_f1"), -r["Epoch"]), reverse=True)
+    epochs, weights, metrics = published[-1]
+    assert epochs == [int(r["Epoch"]) for r in ranked[:3]]  # best first
+    kept = torch.load(resume.path, weights_only=False)["state"].best
+    assert [r.epoch for r in kept] == epochs
+    for name, value in weights.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, sum(r.weights[name] for r in kept) / 3)
+    averaged = CellClassifier(spec_for(vocab))
+    averaged.load_state_dict(weights)
+    measured = evaluate(averaged, data, 64, CPU)
+    assert measured == pytest.approx(metrics)  # the averaged network's own validation metrics
+    assert all(measured["Validation Loss"] != r["Validation Loss"] for r in rows)  # not one epoch's
+    again = []
+    fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda h, b: again.append(b), resume)
+    assert again[0].epochs == epochs and again[0].metrics == metrics  # a resumed run keeps them
+    for name, value in copy_weights(again[0].model).items():
+        torch.testing.assert_close(value, weights[name])
+
+
+def copy_weights(model: CellClassifier) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)

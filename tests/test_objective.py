@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from scgenai_flow.checkpoint import TrainState, averaged_weights, remember_best
 from scgenai_flow.contexts import Windows
+from scgenai_flow.contexts.sliding import redealt_windows, sliding_windows
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import best_row, expected_calibration_error, selection_key
 from scgenai_flow.models import CALIBRATION_FILE, CellClassifier, ModelSpec, read_temperature
@@ -48,6 +50,35 @@ def test_gene_dropout_keeps_whole_pairs_in_order() -> None:
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # seeded
 
 
+def test_resampled_windows_deal_each_cells_own_pairs_anew() -> None:
+    pad, unk = 99, 3
+    cell_pairs = [
+        [(10 + g, 50 + g) for g in range(7)],
+        [(20, 60), (21, 61)],
+        [(30 + g, 70) for g in range(5)],
+    ]
+    tokens = np.array([t for pairs in cell_pairs for pair in pairs for t in pair] + [unk])
+    offsets = np.cumsum([0] + [2 * len(p) for p in cell_pairs] + [1])
+    windows = sliding_windows(tokens, offsets, 6, 4, pad)  # 3 pairs a window, overlapping by one
+    assert np.bincount(windows.cell_index).tolist() == [3, 1, 2, 1]
+    seen = set()
+    for seed in range(100):
+        out = redealt_windows(windows, np.random.default_rng(seed))
+        assert np.array_equal(out.lengths, windows.lengths)
+        assert np.array_equal(out.cell_index, windows.cell_index)
+        for row, n, cell in zip(out.tokens, out.lengths, out.cell_index):
+            if cell == 3:  # a lone <unk> token stays as it is
+                assert row[0] == unk and set(row[1:]) == {pad}
+                continue
+            pairs = [tuple(p) for p in row[:n].reshape(-1, 2).tolist()]
+            assert set(pairs) <= set(cell_pairs[cell]) and len(set(pairs)) == len(pairs)
+            assert pairs == sorted(pairs) and set(row[n:]) <= {pad}
+            seen.add((int(cell), pairs[0]))
+    assert {first for cell, first in seen if cell == 0} >= {(10, 50), (11, 51), (12, 52), (13, 53), (14, 54)}
+    a = redealt_windows(windows, np.random.default_rng(7))
+    assert np.array_equal(a.tokens, redealt_windows(windows, np.random.default_rng(7)).tokens)  # seeded
+
+
 def test_warmup_cosine_rises_then_decays_to_zero() -> None:
     settings = TrainSettings(lr_schedule="warmup_cosine", warmup_fraction=0.1)
     factors = [lr_factor(step, 100, settings) for step in range(100)]
@@ -81,6 +112,24 @@ def test_best_epoch_follows_the_chosen_metric() -> None:
     assert best_row(history, "accuracy").name == 2  # tie on accuracy: the higher macro-F1
     assert best_row(history, "macro_f1").name == 3
     assert selection_key(rows[0], "macro_f1") == (0.60, 0.80, -0.5)
+
+
+def test_the_best_epochs_are_ranked_and_averaged() -> None:
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("steps", torch.tensor([0]))
+    state = TrainState()
+    keys = [(0.5, 0.7), (0.6, 0.7), (0.5, 0.7), (0.4, 0.9), (0.6, 0.7)]
+    made = []
+    for epoch, key in enumerate(keys, 1):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+            model.steps.fill_(epoch)
+        made.append(remember_best(state, model, key, epoch, keep=3))
+    assert made == [True, True, True, False, True]  # epoch 4 ranks last; epoch 5 ties epoch 2
+    assert [r.epoch for r in state.best] == [2, 5, 1]  # equal keys: the earlier epoch first
+    averaged = averaged_weights(state.best)
+    torch.testing.assert_close(averaged["weight"], torch.full((1, 2), 8 / 3))
+    assert averaged["steps"].tolist() == [2]  # integer buffers come from the best epoch
 
 
 def test_a_fitted_temperature_calibrates_over_confident_scores() -> None:

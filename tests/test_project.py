@@ -74,3 +74,12 @@ def test_window_length_limit_counts_positions() -> None:
         check_config(
             {"model": {"backbone": "gpt", "pair_input": "summed"}, "context": {"max_length": 4096}}, SCHEMA
         )
+
+
+def test_resampled_windows_need_sliding_windows() -> None:
+    resample = {"train": {"resample_windows": True}}
+    for method in ("random", "genelist"):
+        check_config({**resample, "context": {"method": method}}, SCHEMA)
+    with pytest.raises(InputError, match="resample_windows: true needs sliding windows; .* not 'genomic'"):
+        check_config({**resample, "context": {"method": "genomic"}}, SCHEMA)
+    check_config({"context": {"method": "genomic"}}, SCHEMA)  # off by default

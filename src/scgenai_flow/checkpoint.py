@@ -30,23 +30,54 @@ def fingerprint(config: dict, *inputs: str | Path) -> str:
     return digest.hexdigest()
 
 
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass
+class RankedEpoch:
+    """An epoch among the best so far: its selection key and a CPU copy of its weights."""
+
+    key: tuple[float, ...]
+    epoch: int
+    weights: Weights
+
+
 @dataclass
 class TrainState:
     """What the loop carries from epoch to epoch, besides model and optimiser."""
 
     epoch: int = 0
     rows: list[dict[str, float]] = field(default_factory=list)
-    best_key: tuple[float, ...] | None = None
-    best_weights: dict[str, torch.Tensor] | None = None
+    best: list[RankedEpoch] = field(default_factory=list)  # best first
+    best_metrics: dict[str, float] = field(default_factory=dict)  # of best_model on validation
 
 
-def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _cpu_copy(state: Weights) -> Weights:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def remember_best(state: TrainState, model: torch.nn.Module, key: tuple[float, ...]) -> None:
-    state.best_key = key
-    state.best_weights = _cpu_copy(model.state_dict())
+def remember_best(
+    state: TrainState, model: torch.nn.Module, key: tuple[float, ...], epoch: int, keep: int
+) -> bool:
+    """Rank this epoch among the `keep` best (equal keys: the earlier epoch first); whether it
+    made the list."""
+    ranked = sorted([*state.best, RankedEpoch(key, epoch, {})], key=lambda r: (r.key, -r.epoch), reverse=True)
+    if all(r.epoch != epoch for r in ranked[:keep]):
+        return False
+    weights = _cpu_copy(model.state_dict())
+    state.best = [r if r.weights else RankedEpoch(key, epoch, weights) for r in ranked[:keep]]
+    return True
+
+
+def averaged_weights(best: list[RankedEpoch]) -> Weights:
+    """The mean of the ranked epochs' weights (integer buffers from the best epoch)."""
+    first = best[0].weights
+    return {
+        name: torch.stack([r.weights[name].float() for r in best]).mean(0).to(value.dtype)
+        if value.is_floating_point()
+        else value
+        for name, value in first.items()
+    }
 
 
 def save_checkpoint(

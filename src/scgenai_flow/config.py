@@ -1,5 +1,5 @@
 """Config checks that go beyond the JSON schema: unknown keys with a suggestion, values with
-what was expected, window lengths the backbone can take."""
+what was expected, window lengths the backbone can take, options that need another setting."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from .io import InputError
 # A window of max_length tokens fills max_length positions, or half as many with
 # model.pair_input summed (one per gene-bin pair).
 MAX_POSITIONS = {"gpt": 1024, "bigbird": 4096, "llama": 16384, "scgent": 16384}
+# Context methods whose windows slide over a cell's pairs (the others' windows are gene groups).
+SLIDING_METHODS = ("random", "genelist")
 
 
 def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -96,12 +98,23 @@ def length_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
     ]
 
 
+def resample_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Resampled windows need sliding windows: other contexts' windows are gene groups."""
+    method = setting(config, schema, "context", "method")
+    if not setting(config, schema, "train", "resample_windows") or method in SLIDING_METHODS:
+        return []
+    return [
+        f"train.resample_windows: true needs sliding windows; expected context.method"
+        f" {' or '.join(SLIDING_METHODS)}, not '{method}'"
+    ]
+
+
 def check_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     """Raise one error listing every unknown key and every invalid value (before the schema
     check, whose messages are terse)."""
     messages = unknown_keys(config, schema)
     messages += value_errors(config, schema)
     if not messages:
-        messages = length_errors(config, schema)
+        messages = length_errors(config, schema) + resample_errors(config, schema)
     if messages:
         raise InputError("invalid configuration:\n  " + "\n  ".join(messages))

@@ -31,7 +31,7 @@ from reportlab.platypus.flowables import Flowable
 
 from . import figures
 from .io import atomic_path, write_csv
-from .metrics import Evaluation, best_row, evaluate_predictions
+from .metrics import SELECTION_FILE, Evaluation, best_row, evaluate_predictions
 
 STYLES = getSampleStyleSheet()
 CELL = STYLES["BodyText"].clone("cell", fontSize=8, leading=9.5)
@@ -132,9 +132,11 @@ def write_train_summary(
     stages: pd.DataFrame,
     pictures: SummaryFigures,
     target: str | Path,
+    held: str = "",
 ) -> None:
-    """Write `train_summary.pdf`: run essentials, curves, per-class results, epochs, settings."""
-    best = best_row(history, select_by(settings))
+    """Write `train_summary.pdf`: run essentials, curves, per-class results, epochs, settings;
+    `held` says which epochs best_model holds."""
+    held = held or best_epochs(history, select_by(settings), None)
     story: list[Flowable] = [
         Paragraph("scgenai-flow training summary", STYLES["Title"]),
         _table([list(f) for f in facts], [4.5 * cm, WIDTH - 4.5 * cm], header=False),
@@ -146,7 +148,7 @@ def write_train_summary(
         Paragraph("Training curves", STYLES["Heading2"]),
         _image(pictures.curves),
         *_section(
-            f"Validation per class (best model, epoch {int(best['Epoch'])})",
+            f"Validation per class (best model, {held})",
             _frame_table(evaluation.table),
         ),
         KeepTogether(_section("Confusion matrix", _image(pictures.confusion, 15 * cm))),
@@ -212,14 +214,28 @@ def select_by(settings: Mapping[str, Any]) -> str:
     return str(settings.get("train", {}).get("select_by", "accuracy"))
 
 
-def best_epoch_row(history: pd.DataFrame, metric: str = "accuracy") -> tuple[str, str]:
-    best = best_row(history, metric)
+def best_epochs(history: pd.DataFrame, metric: str, selection: Mapping[str, Any] | None) -> str:
+    """Which epochs best_model holds: 'epoch 7', or 'mean of epochs 7, 9, 6' when it averages."""
+    epochs = list((selection or {}).get("epochs", []))
+    if len(epochs) > 1:
+        return "mean of epochs " + ", ".join(map(str, epochs))
+    return f"epoch {int(best_row(history, metric)['Epoch'])}"
+
+
+def best_epoch_row(
+    history: pd.DataFrame, metric: str = "accuracy", selection: Mapping[str, Any] | None = None
+) -> tuple[str, str]:
+    """The first page's line on best_model; its metrics from `selection` (selection.json) when
+    it averages epochs, else from its epoch's history row."""
+    best: Mapping[str, Any] = best_row(history, metric)
+    if len((selection or {}).get("epochs", [])) > 1:
+        best = selection["validation"]  # type: ignore[index]
     temperature = f", score temperature {best['Temperature']:.2f}" if "Temperature" in best else ""
     return (
-        f"best epoch (by {metric.replace('_', '-')})",
-        f"{int(best['Epoch'])} of {len(history)}: validation accuracy {best['Validation Accuracy']:.3f} "
-        f"(cells), {best['Validation Window Accuracy']:.3f} (windows), macro-F1 "
-        f"{best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}{temperature}",
+        f"best model (by {metric.replace('_', '-')})",
+        f"{best_epochs(history, metric, selection)} of {len(history)}: validation accuracy "
+        f"{best['Validation Accuracy']:.3f} (cells), {best['Validation Window Accuracy']:.3f} (windows),"
+        f" macro-F1 {best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}{temperature}",
     )
 
 
@@ -252,9 +268,13 @@ def summary_from_files(
     evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
     stages = stage_times(bench_dir)
     pictures = summary_figures(history, evaluation)
-    facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, select_by(settings))]
+    selection_path = Path(model_dir) / SELECTION_FILE
+    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else None
+    metric = select_by(settings)
+    facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({len(history)} epochs)"))
-    write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf)
+    held = best_epochs(history, metric, selection)
+    write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf, held)
     write_csv(evaluation.table, outputs.metrics, index=True)
     for name in ("curves", "confusion", "scores"):
         with atomic_path(getattr(outputs, name)) as tmp:

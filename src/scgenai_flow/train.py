@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -17,11 +18,19 @@ import torch
 import yaml
 from torch import nn
 
-from .checkpoint import TrainState, fingerprint, load_checkpoint, remember_best, save_checkpoint
+from .checkpoint import (
+    TrainState,
+    averaged_weights,
+    fingerprint,
+    load_checkpoint,
+    remember_best,
+    save_checkpoint,
+)
 from .contexts import Windows, load_windows
+from .contexts.sliding import redealt_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path, write_csv
-from .metrics import best_row, macro_f1, selection_key
+from .metrics import SELECTION_FILE, best_row, macro_f1, selection_key
 from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
 from .predict import batch_tensors, cell_log_scores, fit_temperature, window_probabilities
 from .runtime import autocast, seed_everything, select_device
@@ -40,6 +49,8 @@ HISTORY_COLUMNS = (
     "Temperature",
     "Seconds",
 )
+# What `evaluate` measures on the validation cells (best_model's are kept for the report).
+METRIC_COLUMNS = HISTORY_COLUMNS[3:8]
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,9 @@ class TrainSettings:
     class_weight: str = "none"  # or sqrt / balanced: loss weights from training class frequencies
     label_smoothing: float = 0.0
     gene_dropout: float = 0.0  # share of (gene, bin) pairs dropped from each training window
+    resample_windows: bool = False  # deal each cell's pairs into its windows anew every epoch
     select_by: str = "accuracy"  # or macro_f1: the validation metric that picks best_model
+    average_best: int = 1  # best_model = mean weights of this many best epochs (1: the best one)
     patience: int | None = None  # stop when the best epoch is this many epochs behind (None: never)
 
 
@@ -141,6 +154,7 @@ def train_epoch(
     step = (epoch - 1) * steps_per_epoch(len(data.windows), batch_size)
     total_steps = settings.num_epochs * steps_per_epoch(len(data.windows), batch_size)
     order = rng.permutation(len(data.windows))
+    windows = redealt_windows(data.windows, rng) if settings.resample_windows else data.windows
     loss_sum = correct = 0.0
     for start in range(0, order.size, batch_size):
         batch = order[start : start + batch_size]
@@ -148,7 +162,7 @@ def train_epoch(
         if idx.size == 0:  # every rank must take part in each step: a zero-weight window
             idx, weight = batch[:1], 0.0
         target = labels[idx].to(device)
-        ids, lengths = batch_tensors(data.windows, idx, device)
+        ids, lengths = batch_tensors(windows, idx, device)
         if settings.gene_dropout > 0:
             ids, lengths = drop_gene_pairs(ids, lengths, settings.gene_dropout, rng)
         with autocast(device):
@@ -195,9 +209,43 @@ def evaluate(
     }
 
 
-# Called by the main rank after each epoch with the history so far and, when the epoch is the
-# best yet (or on resume), the model to keep as best.
-Publish = Callable[[pd.DataFrame, CellClassifier | None], None]
+@dataclass
+class BestModel:
+    """The model kept as best_model: the mean weights of the best epochs (by `select_by`)."""
+
+    model: CellClassifier
+    epochs: list[int]  # best first
+    metrics: dict[str, float]  # its validation metrics, temperature included
+
+
+# Called by the main rank after each epoch with the history so far and, when the best epochs
+# changed (or on resume), the model to keep as best.
+Publish = Callable[[pd.DataFrame, BestModel | None], None]
+
+
+def kept_model(
+    model: CellClassifier,
+    state: TrainState,
+    val: LabelledWindows,
+    settings: TrainSettings,
+    device: torch.device,
+    ranks: Ranks,
+) -> BestModel:
+    """best_model from the ranked epochs: the model itself when one epoch is kept (its metrics
+    from the history), else a copy holding their mean weights, evaluated on `val`."""
+    epochs = [r.epoch for r in state.best]
+    if len(epochs) == 1:  # the epoch just trained
+        return BestModel(model, epochs, {k: state.rows[-1][k] for k in METRIC_COLUMNS})
+    best = averaged_copy(model, state)
+    metrics = evaluate(best, val, settings.eval_batch_size, device, ranks, settings.aggregation)
+    return BestModel(best, epochs, metrics)
+
+
+def averaged_copy(model: CellClassifier, state: TrainState) -> CellClassifier:
+    """A copy of `model` holding the mean weights of the ranked epochs."""
+    best = copy.deepcopy(model)
+    best.load_state_dict(averaged_weights(state.best))
+    return best
 
 
 @dataclass(frozen=True)
@@ -237,8 +285,7 @@ def fit(
     rng = np.random.default_rng(settings.seed)
     state = (resume and load_checkpoint(resume.path, resume.digest, model, optimizer, rng)) or TrainState()
     if state.epoch and ranks.is_main:
-        best = copy.deepcopy(model)
-        best.load_state_dict(state.best_weights)
+        best = BestModel(averaged_copy(model, state), [r.epoch for r in state.best], state.best_metrics)
         publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), best)
     weights = class_weights(train.window_labels, model.spec.num_classes, settings.class_weight)
     trainer: nn.Module = model
@@ -263,29 +310,38 @@ def fit(
                 "Seconds": time.perf_counter() - started,
             }
         )
-        key = selection_key(metrics, settings.select_by)
-        is_best = state.best_key is None or key > state.best_key
-        if is_best:
-            remember_best(state, model, key)
         state.epoch = epoch
+        best, key = None, selection_key(metrics, settings.select_by)
+        if remember_best(state, model, key, epoch, settings.average_best):
+            best = kept_model(model, state, val, settings, device, ranks)
+            state.best_metrics = best.metrics
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in state.rows[-1].items()})
+        if best and len(best.epochs) > 1:
+            log.info("best_model: mean weights of epochs %s: %s", best.epochs, best.metrics)
         if ranks.is_main:
             if resume:
                 save_checkpoint(resume.path, resume.digest, model, optimizer, rng, state)
-            publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), model if is_best else None)
+            publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), best)
     return pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS))
 
 
 def write_model_dir(
-    target: str | Path, model: CellClassifier, vocab_dir: str | Path, settings: dict, temperature: float = 1.0
+    target: str | Path,
+    model: CellClassifier,
+    vocab_dir: str | Path,
+    settings: dict,
+    temperature: float = 1.0,
+    selection: dict | None = None,
 ) -> None:
     """A self-contained model directory: the vocabulary dir's files (vocabulary, tokenizer,
-    context reference), the network, its score temperature, and the effective settings;
-    written atomically."""
+    context reference), the network, its score temperature, the effective settings and, for
+    best_model, which epochs it holds; written atomically."""
     with atomic_path(target) as tmp:
         shutil.copytree(vocab_dir, tmp, ignore=shutil.ignore_patterns(".*"))
         save_model(model, tmp, temperature)
         (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+        if selection is not None:
+            (tmp / SELECTION_FILE).write_text(json.dumps(selection, indent=1))
 
 
 @dataclass(frozen=True)
@@ -329,7 +385,9 @@ OBJECTIVE_KEYS = (
     "class_weight",
     "label_smoothing",
     "gene_dropout",
+    "resample_windows",
     "select_by",
+    "average_best",
     "patience",
 )
 
@@ -421,10 +479,11 @@ def train_from_files(
         )
         settings = train_settings(config, loop)
 
-        def publish(history: pd.DataFrame, best: CellClassifier | None) -> None:
+        def publish(history: pd.DataFrame, best: BestModel | None) -> None:
             if best is not None:
-                row = best_row(history, settings.select_by)
-                write_model_dir(outputs.best_model, best, vocab_dir, config, row["Temperature"])
+                chosen = {"select_by": settings.select_by, "epochs": best.epochs, "validation": best.metrics}
+                temperature = best.metrics["Temperature"]
+                write_model_dir(outputs.best_model, best.model, vocab_dir, config, temperature, chosen)
             write_csv(history, outputs.history)
 
         inputs = [train_npz, val_npz, vocab_dir, *([pretrained_dir] if pretrained_dir else [])]

@@ -42,3 +42,28 @@ def random_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows
         return sliding_windows(tokens, offsets, settings.max_length, settings.stride, vocab.pad_id)
 
     return chunk_windows
+
+
+def redealt_windows(windows: Windows, rng: np.random.Generator) -> Windows:
+    """Training augmentation: each window takes as many (gene, bin) pairs as before, drawn
+    without replacement from all the distinct pairs of its cell's windows, in gene order."""
+    n_windows, width = windows.tokens.shape
+    pairs = windows.tokens[:, : width // 2 * 2].reshape(n_windows, -1, 2)
+    n_pairs = windows.lengths // 2
+    row, col = np.nonzero(np.arange(pairs.shape[1]) < n_pairs[:, None])
+    cell = windows.cell_index[row].astype(np.int64)
+    gene = pairs[row, col, 0].astype(np.int64)
+    _, first = np.unique(cell * (int(gene.max(initial=0)) + 1) + gene, return_index=True)
+    pool, pool_cell = pairs[row[first], col[first]], cell[first]  # by cell, then gene
+    per_cell = np.bincount(pool_cell, minlength=int(windows.cell_index.max(initial=-1)) + 1)
+    candidates = per_cell[windows.cell_index]  # a window draws from its cell's whole pool
+    window = np.repeat(np.arange(n_windows), candidates)
+    rank = np.arange(window.size) - np.repeat(np.cumsum(candidates) - candidates, candidates)
+    member = np.repeat((np.cumsum(per_cell) - per_cell)[windows.cell_index], candidates) + rank
+    member = member[np.lexsort((rng.random(window.size), window))]
+    keep = rank < n_pairs[window]
+    chosen, window, rank = member[keep], window[keep], rank[keep]
+    chosen = chosen[np.lexsort((chosen, window))]  # gene order inside each window
+    tokens = windows.tokens.copy()
+    tokens[window, 2 * rank], tokens[window, 2 * rank + 1] = pool[chosen, 0], pool[chosen, 1]
+    return Windows(tokens, windows.lengths, windows.cell_index, windows.context_index, windows.context_names)
