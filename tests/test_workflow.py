@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -189,10 +190,15 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
     ):  # fmt: skip
         assert section in text, section
     assert sum(len(page.images) for page in pdf.pages) >= 3  # curves, confusion, scores
+    selection = json.loads((model / "best_model/selection.json").read_text())
     history = pd.read_csv(model / "combined_epoch_results.csv")
-    best = history.loc[history["Validation Accuracy"].idxmax()]
+    keys = ["Validation Macro F1", "Validation Accuracy", "Validation Loss"]
+    ranked = history.sort_values(keys, ascending=[False, False, True])  # the epoch number breaks ties
+    assert selection["epochs"] == ranked["Epoch"].tolist()[:3]  # the defaults average the 3 best
+    best = selection["validation"]  # the averaged network's own validation metrics
     assert f"validation accuracy {best['Validation Accuracy']:.3f} (cells)" in text
-    # the report's validation table is the best model's cells: the same accuracy as its epoch row
+    assert "mean of epochs " + ", ".join(map(str, selection["epochs"])) in text
+    # the report's validation table is the best model's cells: the same accuracy as its metrics
     metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
     assert metrics.loc["accuracy", "f1"] == pytest.approx(best["Validation Accuracy"])
     assert metrics.loc["macro avg", "f1"] == pytest.approx(best["Validation Macro F1"])
