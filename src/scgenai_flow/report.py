@@ -132,11 +132,10 @@ def write_train_summary(
     stages: pd.DataFrame,
     pictures: SummaryFigures,
     target: str | Path,
-    held: str = "",
+    held: str,
 ) -> None:
     """Write `train_summary.pdf`: run essentials, curves, per-class results, epochs, settings;
     `held` says which epochs best_model holds."""
-    held = held or best_epochs(history, select_by(settings), None)
     story: list[Flowable] = [
         Paragraph("scgenai-flow training summary", STYLES["Title"]),
         _table([list(f) for f in facts], [4.5 * cm, WIDTH - 4.5 * cm], header=False),
@@ -214,26 +213,29 @@ def select_by(settings: Mapping[str, Any]) -> str:
     return str(settings.get("train", {}).get("select_by", "accuracy"))
 
 
-def best_epochs(history: pd.DataFrame, metric: str, selection: Mapping[str, Any] | None) -> str:
+def best_selection(history: pd.DataFrame, metric: str, model_dir: str | Path) -> dict[str, Any]:
+    """The epochs best_model holds and its validation metrics: its selection.json, or for
+    model dirs from before that file, its epoch's history row."""
+    path = Path(model_dir) / SELECTION_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    best = best_row(history, metric)
+    return {"epochs": [int(best["Epoch"])], "validation": best.to_dict()}
+
+
+def best_epochs(selection: Mapping[str, Any]) -> str:
     """Which epochs best_model holds: 'epoch 7', or 'mean of epochs 7, 9, 6' when it averages."""
-    epochs = list((selection or {}).get("epochs", []))
-    if len(epochs) > 1:
-        return "mean of epochs " + ", ".join(map(str, epochs))
-    return f"epoch {int(best_row(history, metric)['Epoch'])}"
+    epochs = list(selection["epochs"])
+    return f"epoch {epochs[0]}" if len(epochs) == 1 else "mean of epochs " + ", ".join(map(str, epochs))
 
 
-def best_epoch_row(
-    history: pd.DataFrame, metric: str = "accuracy", selection: Mapping[str, Any] | None = None
-) -> tuple[str, str]:
-    """The first page's line on best_model; its metrics from `selection` (selection.json) when
-    it averages epochs, else from its epoch's history row."""
-    best: Mapping[str, Any] = best_row(history, metric)
-    if len((selection or {}).get("epochs", [])) > 1:
-        best = selection["validation"]  # type: ignore[index]
+def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, Any]) -> tuple[str, str]:
+    """The first page's line on best_model and its validation metrics."""
+    best = selection["validation"]
     temperature = f", score temperature {best['Temperature']:.2f}" if "Temperature" in best else ""
     return (
         f"best model (by {metric.replace('_', '-')})",
-        f"{best_epochs(history, metric, selection)} of {len(history)}: validation accuracy "
+        f"{best_epochs(selection)} of {len(history)}: validation accuracy "
         f"{best['Validation Accuracy']:.3f} (cells), {best['Validation Window Accuracy']:.3f} (windows),"
         f" macro-F1 {best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}{temperature}",
     )
@@ -268,12 +270,11 @@ def summary_from_files(
     evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
     stages = stage_times(bench_dir)
     pictures = summary_figures(history, evaluation)
-    selection_path = Path(model_dir) / SELECTION_FILE
-    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else None
     metric = select_by(settings)
+    selection = best_selection(history, metric, model_dir)
     facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({len(history)} epochs)"))
-    held = best_epochs(history, metric, selection)
+    held = best_epochs(selection)
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf, held)
     write_csv(evaluation.table, outputs.metrics, index=True)
     for name in ("curves", "confusion", "scores"):
