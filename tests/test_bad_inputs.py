@@ -64,7 +64,7 @@ def base_config(good: Good, **sections: dict) -> dict:
         "preprocess": {"min_cells": 20},
         "context": {"max_length": 64},
         "model": {"size": "tiny", "backbone": "scgent"},
-        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "threads": 1},
+        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "threads": 1, "ensemble": 1},
         "predict": {"threads": 1},  # runs share the cores
     }
     for name, values in sections.items():
@@ -291,6 +291,8 @@ CASES = [
          ("preprocess.num_bins: 0 is not valid; expected an integer >= 1 and <= 254",)),
     Case("batch_size_zero", on(train={"batch_size": 0}), "parse",
          ("train.batch_size: 0 is not valid; expected an integer >= 1",)),
+    Case("ensemble_zero", on(train={"ensemble": 0}), "parse",
+         ("train.ensemble: 0 is not valid; expected an integer >= 1",)),
     Case("unknown_backbone", on(model={"backbone": "bert"}), "parse",
          ("model.backbone: 'bert' is not valid; expected one of llama, gpt, bigbird, scgent",)),
     Case("unknown_size", on(model={"size": "huge"}), "parse",

@@ -1,4 +1,5 @@
-"""Training survives a kill -9 (resume from the last epoch's checkpoint) and runs as 2 DDP processes."""
+"""Training survives a kill -9 (resume from the last epoch's checkpoint, network by network of an
+ensemble) and runs as 2 DDP processes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ SETTINGS = {
     "preprocess": {"min_cells": 150},
     "context": {"max_length": 64},
     "model": {"size": "tiny", "backbone": "scgent"},
-    "train": {"num_epochs": 3, "batch_size": 32, "learning_rate": 2e-3},
+    "train": {"num_epochs": 3, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
 }
 METRICS = ["Epoch", "Train Loss", "Train Accuracy", "Validation Accuracy", "Validation Loss"]
 
@@ -59,18 +60,21 @@ def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(contexts: Pa
         command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     history = model / "combined_epoch_results.csv"
+    second = model / "checkpoint.member2.pt"  # the second network of the ensemble has begun
     deadline = time.time() + 600
-    while not (history.is_file() and len(pd.read_csv(history)) >= 1 and (model / "checkpoint.pt").is_file()):
+    while not (history.is_file() and len(pd.read_csv(history)) >= 4 and second.is_file()):
         assert run.poll() is None and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.2)
-    time.sleep(0.5)  # into epoch 2
+    time.sleep(0.5)  # into the second network's epoch 2
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    assert len(pd.read_csv(history)) < 3
+    assert len(pd.read_csv(history)) < 6
     snakemake(contexts, "--unlock", config=SETTINGS)  # the killed snakemake left its lock
     log = snakemake(contexts, "results/model/best_model", "--rerun-incomplete", config=SETTINGS)
-    assert "resuming from" in (contexts / "results/logs/train.log").read_text(), log.stderr[-2000:]
-    assert not (model / "checkpoint.pt").exists()  # removed once training finished
+    resumed_from = (contexts / "results/logs/train.log").read_text()
+    assert "checkpoint.pt after epoch 3" in resumed_from, log.stderr[-2000:]  # the first network: done
+    assert "checkpoint.member2.pt after epoch" in resumed_from  # the second: part-trained
+    assert not list(model.glob("checkpoint*"))  # removed once training finished
 
     settings = yaml.safe_load((model / "best_model/train_setting.yaml").read_text())
     reference = train_in_process(contexts, settings, contexts / "reference")

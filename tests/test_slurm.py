@@ -29,7 +29,7 @@ SLURM_TINY = {
     **TINY,
     "preprocess": {"min_cells": 350},
     "context": {"max_length": 64},
-    "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3},
+    "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "ensemble": 1},
 }
 
 

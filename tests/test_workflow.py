@@ -96,7 +96,9 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     assert setting["train"]["num_epochs"] == 2 and setting["context"]["max_length"] == 128
     history = pd.read_csv(results / "model/combined_epoch_results.csv")
     assert list(history.columns[:4]) == ["Epoch", "Train Loss", "Train Accuracy", "Validation Accuracy"]
-    assert list(history["Epoch"]) == [1, 2]
+    # the defaults train an ensemble of 3 networks, one after another
+    assert list(history["Epoch"]) == [1, 2] * 3 and list(history["Member"]) == [1, 1, 2, 2, 3, 3]
+    assert json.loads((results / "model/best_model/config.json").read_text())["members"] == 3
     assert (results / "model/train_summary.pdf").read_bytes().startswith(b"%PDF")
     for split in ("train", "val", "predict"):
         assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
@@ -182,7 +184,7 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
 
     model = finished_run / "results/model"
     pdf = PdfReader(model / "train_summary.pdf")
-    text = " ".join(page.extract_text() for page in pdf.pages)
+    text = " ".join(" ".join(page.extract_text() for page in pdf.pages).split())  # lines unwrapped
     for section in (
         "training summary", "genes kept", "parameters", "windows per train cell", "device",
         "Wall time per stage", "Training curves", "Validation per class", "Confusion matrix",
@@ -193,11 +195,14 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
     selection = json.loads((model / "best_model/selection.json").read_text())
     history = pd.read_csv(model / "combined_epoch_results.csv")
     keys = ["Validation Macro F1", "Validation Accuracy", "Validation Loss"]
-    ranked = history.sort_values(keys, ascending=[False, False, True])  # the epoch number breaks ties
-    assert selection["epochs"] == ranked["Epoch"].tolist()[:3]  # the defaults average the 3 best
-    best = selection["validation"]  # the averaged network's own validation metrics
+    held = []
+    for member, rows in zip(selection["members"], (r for _, r in history.groupby("Member"))):
+        ranked = rows.sort_values(keys, ascending=[False, False, True])  # the epoch number breaks ties
+        assert member["epochs"] == ranked["Epoch"].tolist()[:3]  # each network averages its 3 best
+        held.append(", ".join(map(str, member["epochs"])))
+    best = selection["validation"]  # the ensemble's own validation metrics
     assert f"validation accuracy {best['Validation Accuracy']:.3f} (cells)" in text
-    assert "mean of epochs " + ", ".join(map(str, selection["epochs"])) in text
+    assert "mean of 3 networks (epochs " + " | ".join(held) + "), from 3 networks x 2 epochs" in text
     # the report's validation table is the best model's cells: the same accuracy as its metrics
     metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
     assert metrics.loc["accuracy", "f1"] == pytest.approx(best["Validation Accuracy"])
@@ -268,7 +273,7 @@ def tiny_context(method: str, **extra) -> dict:
         "preprocess": {"min_cells": 150},
         "context": {"method": method, "max_length": 64, **extra},
         "model": {"size": "tiny", "backbone": "scgent"},
-        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "threads": 1},
+        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "threads": 1, "ensemble": 1},
         "predict": {"threads": 1},  # two runs share the cores
     }
 

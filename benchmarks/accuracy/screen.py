@@ -1,117 +1,123 @@
-"""Screen one training change at a time on a harness run's saved windows: train with the
-package's model and training step, and score the validation and test cells after every epoch
-(test scores per epoch are for screening only; the workflow never looks at test cells).
+"""Screen a training change on a harness run's saved windows: train with the package's own
+`fit` (the workflow's loop, best_model rule included) and score the test cells after every
+epoch and with the kept network (test scores are for screening only; the workflow never looks
+at test cells).
 
-    .venv/bin/python benchmarks/accuracy/screen.py RUN_DIR --pooling mean --class-weight sqrt
+    .venv/bin/python benchmarks/accuracy/screen.py RUN_DIR --seed 1 --out OUT \
+        --set train.learning_rate=2e-3 --set model.dropout=0.2 [--device cuda] [--save DIR]
 
-RUN_DIR is a harness run (`--out .../runs/NAME`) whose `results/contexts/{train,val,predict}.npz`
-and `results/vocab` exist; the last lines give the mean test macro-F1 over epochs 5-10.
+RUN_DIR is a harness run (`run.py --out .../runs/NAME`) whose `results/contexts/{train,val,
+predict}.npz` and `results/vocab` exist. The settings are config/config.yaml with `--set`
+overrides (YAML values; model and train keys only: the windows are fixed). OUT receives
+`epochs.csv` (per epoch: loss, validation and test metrics), `kept.json` (the kept network's
+epochs and test metrics) and `scores.npz` (its validation and test cell log-scores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from scgenai_flow.contexts import load_windows
 from scgenai_flow.metrics import macro_f1
-from scgenai_flow.models import CellClassifier
-from scgenai_flow.predict import predict_cells, window_probabilities
+from scgenai_flow.predict import cell_log_scores, window_probabilities
 from scgenai_flow.runtime import seed_everything
-from scgenai_flow.train import LabelledWindows, TrainSettings, class_weights, initial_model, train_epoch
+from scgenai_flow.train import BestModel, LabelledWindows, fit, initial_model, train_settings
 from scgenai_flow.vocab import Vocabulary
 
-CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[2]
+SETTABLE = ("model", "train")
 
 
 def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--pooling", default="mean", choices=["mean", "last"])
-    parser.add_argument("--gene-init", default="coexpression", choices=["coexpression", "random"])
-    parser.add_argument("--pair-input", default="summed", choices=["summed", "interleaved"])
-    parser.add_argument("--class-weight", default="sqrt", choices=["none", "sqrt", "balanced"])
-    parser.add_argument("--lr-schedule", default="constant", choices=["constant", "warmup_cosine"])
-    parser.add_argument("--gene-dropout", type=float, default=0.0)
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--resample-windows", action="store_true")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1314521)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, required=True, help="the workflow seed (init, batches)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, help="write the per-epoch table here (CSV)")
     parser.add_argument("--save", type=Path, help="save each epoch's weights here (epoch_E.pt)")
     return parser.parse_args(argv)
 
 
-def scores(model: CellClassifier, data: LabelledWindows) -> dict[str, float]:
-    """Cell accuracy and macro-F1 with the best-window and mean-log-probability rules."""
-    probs = window_probabilities(model, data.windows, 64, CPU)
-    picked = probs[np.arange(len(data.windows)), data.window_labels]
-    out = {"window_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean())}
-    for rule in ("max", "mean"):
-        label = predict_cells(probs, data.windows.cell_index, data.n_cells, rule).label
-        out[f"{rule}_accuracy"] = float((label == data.cell_labels).mean())
-        out[f"{rule}_macro_f1"] = macro_f1(data.cell_labels, label, probs.shape[1])
-    return out
+def screen_config(overrides: list[str], seed: int) -> dict:
+    """config/config.yaml with `section.key=value` overrides of the model and train sections."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        section, _, key = name.partition(".")
+        if not sep or section not in SETTABLE or not key:
+            raise SystemExit(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+        config[section][key] = yaml.safe_load(value)
+    return config | {"seed": seed}
+
+
+def cell_scores(model: torch.nn.Module, data: LabelledWindows, device: torch.device) -> np.ndarray:
+    """Each cell's mean-log-probability class scores (the workflow's default cell rule)."""
+    probs = window_probabilities(model, data.windows, 64, device)
+    return cell_log_scores(probs, data.windows.cell_index, data.n_cells, "mean")[0]
+
+
+def test_metrics(scores: np.ndarray, data: LabelledWindows) -> dict[str, float]:
+    label = scores.argmax(axis=1)
+    return {
+        "test_accuracy": float((label == data.cell_labels).mean()),
+        "test_macro_f1": macro_f1(data.cell_labels, label, scores.shape[1]),
+    }
 
 
 def main(argv: list[str]) -> int:
     args = arguments(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    config = screen_config(args.set, args.seed)
     results = args.run / "results"
     train, val, test = (
         LabelledWindows(*load_windows(results / "contexts" / f"{part}.npz"))
         for part in ("train", "val", "predict")
     )
-    vocab = Vocabulary.load(results / "vocab")
     seed_everything(args.seed)
     max_length = int(train.windows.tokens.shape[1])
-    model_settings = {"backbone": "llama", "size": "tiny", "dropout": 0.1, "pooling": args.pooling}
-    model_settings["pair_input"] = args.pair_input
-    config = {"seed": args.seed, "model": {**model_settings, "gene_init": args.gene_init}}
-    model = initial_model(config, vocab, train, max_length, pretrained_dir=None)
-    settings = TrainSettings(
-        num_epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        lr_schedule=args.lr_schedule,
-        class_weight=args.class_weight,
-        label_smoothing=args.label_smoothing,
-        gene_dropout=args.gene_dropout,
-        resample_windows=args.resample_windows,
-    )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.learning_rate, weight_decay=settings.weight_decay
-    )
-    weights = class_weights(train.window_labels, model.spec.num_classes, settings.class_weight)
-    rng = np.random.default_rng(args.seed)
-    rows = []
-    for epoch in range(1, args.epochs + 1):
-        loss, _ = train_epoch(model, optimizer, train, settings, rng, CPU, epoch=epoch, weights=weights)
-        row = {"epoch": epoch, "loss": loss}
-        row |= {f"val_{k}": v for k, v in scores(model, val).items()}
-        row |= {f"test_{k}": v for k, v in scores(model, test).items()}
+    model = initial_model(config, Vocabulary.load(results / "vocab"), train, max_length)
+    settings = train_settings(config, config["train"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    kept: dict = {}
+
+    def publish(history: pd.DataFrame, best: BestModel | None) -> None:
+        """After each epoch: the live model's test metrics; the kept network's scores (it may
+        be the live model itself, which trains on)."""
+        if best is not None:
+            kept.update(epochs=best.epochs, validation=best.metrics, val=cell_scores(best.model, val, device))
+            kept["test"] = cell_scores(best.model, test, device)
+        row = history.iloc[-1].to_dict() | test_metrics(cell_scores(model, test, device), test)
         rows.append(row)
-        print(pd.DataFrame([row]).round(3).to_string(index=False, header=epoch == 1), flush=True)
-        if args.out:
-            pd.DataFrame(rows).to_csv(args.out, index=False)
+        print(pd.DataFrame([row]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)
+        pd.DataFrame(rows).to_csv(args.out / "epochs.csv", index=False)
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), args.save / f"epoch_{epoch}.pt")
-    late = pd.DataFrame(rows).query("5 <= epoch <= 10").mean()
+            torch.save(model.state_dict(), args.save / f"epoch_{len(rows)}.pt")
+
+    started = time.perf_counter()
+    fit(model, train, val, settings, device, publish)
+    seconds = time.perf_counter() - started
+    labels = {"val_labels": val.cell_labels, "test_labels": test.cell_labels}
+    np.savez(args.out / "scores.npz", val=kept["val"], test=kept["test"], **labels)
+    summary = {"settings": args.set, "seed": args.seed, "epochs": kept["epochs"], "train_s": seconds}
+    summary |= {"validation": kept["validation"]} | test_metrics(kept["test"], test)
+    (args.out / "kept.json").write_text(json.dumps(summary, indent=1))
     print(
-        f"mean over epochs 5-10: test macro-F1 {late['test_mean_macro_f1']:.3f} (mean rule),"
-        f" {late['test_max_macro_f1']:.3f} (best window); test accuracy {late['test_mean_accuracy']:.3f}"
+        f"kept epochs {kept['epochs']}: test macro-F1 {summary['test_macro_f1']:.3f},"
+        f" accuracy {summary['test_accuracy']:.3f} ({seconds:.0f} s)"
     )
     return 0
 

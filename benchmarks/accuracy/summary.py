@@ -45,15 +45,16 @@ def per_method(rows: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def paired(rows: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
-    """Each of our configs minus the best baseline (highest mean), on the splits both ran on."""
+def paired(rows: pd.DataFrame, metric: str = "macro_f1", versus: str | None = None) -> pd.DataFrame:
+    """Each of our configs minus the best baseline (highest mean), or minus the method
+    `versus`, on the splits both ran on."""
     wide = rows.pivot(index="split", columns="method", values=metric)
     baselines = [b for b in BASELINES if b in wide]
-    if not baselines:
+    if (versus is None and not baselines) or (versus is not None and versus not in wide):
         return pd.DataFrame()
-    best = max(baselines, key=lambda b: wide[b].mean())
+    best = versus or max(baselines, key=lambda b: wide[b].mean())
     out = []
-    for method in (m for m in wide if m.startswith("ours:")):
+    for method in (m for m in wide if m.startswith("ours:") and m != best):
         diff = (wide[method] - wide[best]).dropna()
         n = diff.size
         half = student_t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan

@@ -24,19 +24,30 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def curves_png(history: pd.DataFrame) -> bytes:
-    """Loss, and accuracy / macro-F1, per epoch."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-    loss_ax.plot(history["Epoch"], history["Train Loss"], marker="o", label="train (windows)")
-    loss_ax.plot(history["Epoch"], history["Validation Loss"], marker="o", label="validation (windows)")
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-    for column, label in (
+CURVES = {
+    "loss": (("Train Loss", "train (windows)"), ("Validation Loss", "validation (windows)")),
+    "score": (
         ("Train Accuracy", "train accuracy (windows)"),
         ("Validation Window Accuracy", "validation accuracy (windows)"),
         ("Validation Accuracy", "validation accuracy (cells)"),
         ("Validation Macro F1", "validation macro-F1 (cells)"),
-    ):
-        acc_ax.plot(history["Epoch"], history[column], marker="o", label=label)
+    ),
+}
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def curves_png(history: pd.DataFrame) -> bytes:
+    """Loss, and accuracy / macro-F1, per epoch; an ensemble's networks in line styles."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    members = list(history.groupby("Member")) if "Member" in history else [(1, history)]
+    for i, (_, rows) in enumerate(members):
+        style = LINE_STYLES[i % len(LINE_STYLES)]
+        for ax, curves in ((loss_ax, CURVES["loss"]), (acc_ax, CURVES["score"])):
+            for colour, (column, label) in enumerate(curves):
+                ax.plot(rows["Epoch"], rows[column], marker="o", markersize=3, color=f"C{colour}",
+                        linestyle=style, label=label if i == 0 else None)  # fmt: skip
+    note = f" ({len(members)} networks: solid, dashed, dotted, ...)" if len(members) > 1 else ""
+    loss_ax.set(title="Loss" + note, xlabel="epoch", ylabel="cross-entropy")
     acc_ax.set(title="Accuracy and macro-F1", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)

@@ -176,7 +176,7 @@ def first_page_rows(
         ),
         ("target feature", str(settings["data"]["target_feature"])),
         (f"classes ({len(info['class_counts'])}, train cells)", classes),
-        ("model", f"{spec['backbone']} ({spec['size']}), {info['parameters']:,} parameters"),
+        ("model", f"{spec['backbone']} ({spec['size']}), {info['parameters']:,} parameters" + networks(spec)),
         ("vocabulary", f"{spec['vocab_size']} tokens"),
         (
             "context",
@@ -198,6 +198,12 @@ def first_page_rows(
     rows.append(("device", f"{info['device']} ({info['device_name']}), {info['threads']} threads, "
                  f"host {info['host']}, torch {info['torch']}"))  # fmt: skip
     return rows
+
+
+def networks(spec: Mapping[str, Any]) -> str:
+    """The model line's note on an ensemble (`config.json` members)."""
+    members = int(spec.get("members", 1))
+    return f" in {members} networks (ensemble: mean log-probability)" if members > 1 else ""
 
 
 def early_stopping(settings: Mapping[str, Any]) -> str:
@@ -224,9 +230,24 @@ def best_selection(history: pd.DataFrame, metric: str, model_dir: str | Path) ->
 
 
 def best_epochs(selection: Mapping[str, Any]) -> str:
-    """Which epochs best_model holds: 'epoch 7', or 'mean of epochs 7, 9, 6' when it averages."""
+    """Which epochs best_model holds: 'epoch 7', 'mean of epochs 7, 9, 6' when it averages, or
+    for an ensemble 'mean of 3 networks (epochs 7, 9, 6 | 8, 5, 9 | 4, 6, 5)'."""
+    if "members" in selection:
+        held = " | ".join(", ".join(map(str, m["epochs"])) for m in selection["members"])
+        return f"mean of {len(selection['members'])} networks (epochs {held})"
     epochs = list(selection["epochs"])
     return f"epoch {epochs[0]}" if len(epochs) == 1 else "mean of epochs " + ", ".join(map(str, epochs))
+
+
+def epochs_trained(history: pd.DataFrame) -> str:
+    """'20 epochs', or for an ensemble '3 networks x 10 epochs' ('... 27 epochs in all' when
+    early stopping made them differ)."""
+    per_network = history.groupby("Member").size() if "Member" in history else pd.Series([len(history)])
+    if len(per_network) == 1:
+        return f"{len(history)} epochs"
+    if per_network.nunique() == 1:
+        return f"{len(per_network)} networks x {per_network.iloc[0]} epochs"
+    return f"{len(per_network)} networks, {len(history)} epochs in all"
 
 
 def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, Any]) -> tuple[str, str]:
@@ -235,7 +256,7 @@ def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, A
     temperature = f", score temperature {best['Temperature']:.2f}" if "Temperature" in best else ""
     return (
         f"best model (by {metric.replace('_', '-')})",
-        f"{best_epochs(selection)} of {len(history)}: validation accuracy "
+        f"{best_epochs(selection)}, from {epochs_trained(history)}: validation accuracy "
         f"{best['Validation Accuracy']:.3f} (cells), {best['Validation Window Accuracy']:.3f} (windows),"
         f" macro-F1 {best['Validation Macro F1']:.3f}, loss {best['Validation Loss']:.3f}{temperature}",
     )
@@ -273,7 +294,7 @@ def summary_from_files(
     metric = select_by(settings)
     selection = best_selection(history, metric, model_dir)
     facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]
-    facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({len(history)} epochs)"))
+    facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({epochs_trained(history)})"))
     held = best_epochs(selection)
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf, held)
     write_csv(evaluation.table, outputs.metrics, index=True)

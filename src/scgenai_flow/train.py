@@ -29,11 +29,19 @@ from .checkpoint import (
 from .contexts import Windows, load_windows
 from .contexts.sliding import redealt_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
-from .io import InputError, atomic_path, write_csv
+from .io import InputError, atomic_path
 from .metrics import SELECTION_FILE, best_row, macro_f1, selection_key
-from .models import CellClassifier, ModelSpec, count_parameters, grow, load_model, save_model
+from .models import (
+    CellClassifier,
+    Classifier,
+    ModelSpec,
+    count_parameters,
+    load_model,
+    member_networks,
+    save_model,
+)
 from .predict import batch_tensors, cell_log_scores, fit_temperature, window_probabilities
-from .runtime import autocast, seed_everything, select_device
+from .runtime import autocast, select_device
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -327,7 +335,7 @@ def fit(
 
 def write_model_dir(
     target: str | Path,
-    model: CellClassifier,
+    model: Classifier,
     vocab_dir: str | Path,
     settings: dict,
     temperature: float = 1.0,
@@ -370,12 +378,13 @@ def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifie
     return CellClassifier(spec)
 
 
-def pretrained_model(model_dir: str, vocab: Vocabulary, max_length: int) -> CellClassifier:
-    """A trained classifier grown to the extended vocabulary and classes (fine-tuning)."""
+def pretrained_members(model_dir: str, vocab: Vocabulary, max_length: int) -> list[CellClassifier]:
+    """The networks of a trained model (one, or an ensemble's members), to be grown to the
+    extended vocabulary and classes (fine-tuning)."""
     model = load_model(model_dir)
     if model.spec.max_length != max_length:
         raise InputError(f"{model_dir}: model windows are {model.spec.max_length} tokens, data {max_length}")
-    return grow(model, vocab.size, int(vocab.classes.size))
+    return member_networks(model)
 
 
 # Keys of the `train` section that fine-tuning takes from it too (absent in older model dirs).
@@ -406,13 +415,8 @@ def train_settings(config: dict, loop: dict) -> TrainSettings:
     )
 
 
-def initial_model(
-    config: dict, vocab: Vocabulary, train: LabelledWindows, max_length: int, pretrained_dir: str | None
-) -> CellClassifier:
-    """The network training starts from: the pretrained one grown (fine-tuning), or a new one
-    whose gene embeddings come from the training cells when `model.gene_init` says so."""
-    if pretrained_dir:
-        return pretrained_model(pretrained_dir, vocab, max_length)
+def initial_model(config: dict, vocab: Vocabulary, train: LabelledWindows, max_length: int) -> CellClassifier:
+    """A new network, its gene embeddings from the training cells when `model.gene_init` says so."""
     model = new_model(config, vocab, max_length)
     if config["model"].get("gene_init", "random") == "coexpression":
         from .models.embedding import init_gene_embeddings
@@ -438,10 +442,11 @@ def train_from_files(
     checkpoint: str | None = None,
     gpus: int | None = None,
 ) -> None:
-    """Train (or, from `pretrained_dir`, fine-tune) on saved windows; write both model dirs
-    and the history. `config` is the effective configuration, saved as train_setting.yaml.
-    `gpus` is what the job was given (default: the config's). Several processes (`processes`,
-    or one per GPU) train with DDP under torchrun."""
+    """Train (or, from `pretrained_dir`, fine-tune) on saved windows one network, or each
+    network of an ensemble in turn; write both model dirs and the history. `config` is the
+    effective configuration, saved as train_setting.yaml. `gpus` is what the job was given
+    (default: the config's). Several processes (`processes`, or one per GPU) train with DDP
+    under torchrun."""
     arguments = dict(locals(), outputs=asdict(outputs))
     loop = config["finetune"] if pretrained_dir else config["train"]
     gpus = loop["gpu"] if gpus is None else gpus
@@ -456,49 +461,32 @@ def train_from_files(
         vocab = Vocabulary.load(vocab_dir)
         train = LabelledWindows(*load_windows(train_npz))
         val = LabelledWindows(*load_windows(val_npz))
-        loop = config["finetune"] if pretrained_dir else config["train"]
-        seed_everything(config["seed"])
+        settings = train_settings(config, config["finetune"] if pretrained_dir else config["train"])
         device = select_device(gpus, max(1, threads // ranks.world))
         if device.type == "cuda" and ranks.world > 1:
             device = torch.device("cuda", ranks.local_rank)
         max_length = int(train.windows.tokens.shape[1])
-        model = initial_model(config, vocab, train, max_length, pretrained_dir)
-        log.info(
-            "%s/%s: %d parameters on %s (process %d of %d); %d train windows (%d cells),"
-            " %d val windows (%d cells)",
-            model.spec.backbone,
-            model.spec.size,
-            count_parameters(model),
-            device,
-            ranks.rank + 1,
-            ranks.world,
-            len(train.windows),
-            train.n_cells,
-            len(val.windows),
-            val.n_cells,
-        )
-        settings = train_settings(config, loop)
-
-        def publish(history: pd.DataFrame, best: BestModel | None) -> None:
-            if best is not None:
-                chosen = {"select_by": settings.select_by, "epochs": best.epochs, "validation": best.metrics}
-                temperature = best.metrics["Temperature"]
-                write_model_dir(outputs.best_model, best.model, vocab_dir, config, temperature, chosen)
-            write_csv(history, outputs.history)
-
         inputs = [train_npz, val_npz, vocab_dir, *([pretrained_dir] if pretrained_dir else [])]
         resume = Resume(checkpoint, fingerprint(config, *inputs)) if checkpoint else None
-        history = fit(model, train, val, settings, device, publish, resume, ranks)
+        from .ensemble import member_checkpoint, member_models, published_models, train_members
+
+        members = member_models(config, vocab, train, max_length, pretrained_dir)
+        runs = train_members(members, train, val, settings, device, ranks, resume, outputs.history)
         if not ranks.is_main:
             return
-        write_model_dir(outputs.last_model, model, vocab_dir, config, history["Temperature"].iloc[-1])
+        best, last = published_models(runs, val, settings, device)
+        write_model_dir(
+            outputs.best_model, best.model, vocab_dir, config, best.metrics["Temperature"], best.selection
+        )
+        write_model_dir(outputs.last_model, last.model, vocab_dir, config, last.metrics["Temperature"])
         if outputs.run_info:
-            facts = run_facts(model, vocab, train, val, device, threads)
+            facts = run_facts(best.model, vocab, train, val, device, threads)
             facts["processes"] = ranks.world
             with atomic_path(outputs.run_info) as tmp:
                 tmp.write_text(yaml.safe_dump(facts, sort_keys=False))
-        if checkpoint:
-            Path(checkpoint).unlink(missing_ok=True)  # finished: nothing left to resume
+        if checkpoint:  # finished: nothing left to resume
+            for number in range(1, len(runs) + 1):
+                Path(member_checkpoint(checkpoint, number)).unlink(missing_ok=True)
 
 
 def run_facts(

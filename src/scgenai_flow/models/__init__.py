@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -48,6 +48,7 @@ class ModelSpec:
     dropout: float = 0.1
     pooling: str = "last"  # model dirs written before pooling existed used the last token
     pair_input: str = "interleaved"  # model dirs written before it fed gene and bin tokens in turn
+    members: int = 1  # networks of an ensemble (train.ensemble); 1: a single network
 
     def __post_init__(self) -> None:
         for key, value, known in (
@@ -56,6 +57,8 @@ class ModelSpec:
         ):
             if value not in known:
                 raise InputError(f"model.{key} '{value}' is unknown; expected one of {', '.join(known)}")
+        if not (isinstance(self.members, int) and self.members >= 1):
+            raise InputError(f"model members {self.members!r}: expected a whole number >= 1")
 
     @property
     def dims(self) -> Size:
@@ -134,6 +137,29 @@ class CellClassifier(nn.Module):
         return embed(features) + embed(bins)
 
 
+class CellEnsemble(nn.Module):
+    """Networks of one architecture trained from different seeds. Its logits are the mean of
+    their log-probabilities, so its probabilities are their normalised geometric mean."""
+
+    def __init__(self, members: Sequence[CellClassifier]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.spec = replace(members[0].spec, members=len(members))
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean class log-probabilities of a batch of right-padded windows."""
+        return torch.stack([m(input_ids, lengths).float().log_softmax(-1) for m in self.members]).mean(0)
+
+
+# What predicts: one network, or an ensemble of them.
+Classifier = CellClassifier | CellEnsemble
+
+
+def member_networks(model: Classifier) -> list[CellClassifier]:
+    """The networks of a classifier: an ensemble's members, or the network itself."""
+    return list(model.members) if isinstance(model, CellEnsemble) else [model]
+
+
 def grow(model: CellClassifier, vocab_size: int, num_classes: int) -> CellClassifier:
     """The same network with more token embeddings and classes: every old row is kept, new
     rows start from a fresh initialisation (fine-tuning)."""
@@ -151,7 +177,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(model: CellClassifier, directory: Path, temperature: float = 1.0) -> None:
+def save_model(model: Classifier, directory: Path, temperature: float = 1.0) -> None:
     """Write `config.json`, the weights and the score temperature into an existing directory."""
     (directory / CONFIG_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
@@ -182,8 +208,8 @@ def read_spec(path: Path) -> ModelSpec:
         raise InputError(f"{path}: not a model config ({err}); expected JSON with {fields}") from err
 
 
-def load_model(directory: str | Path, device: torch.device | str = "cpu") -> CellClassifier:
-    """Rebuild a classifier from a model directory's `config.json` and weights."""
+def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Classifier:
+    """Rebuild a classifier (or an ensemble) from a model directory's `config.json` and weights."""
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
@@ -191,7 +217,12 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Cel
                 f"{directory}: missing {name}; expected a model directory written by this workflow"
             )
     spec = read_spec(directory / CONFIG_FILE)
-    model = CellClassifier(spec)
+    single = replace(spec, members=1)
+    model = (
+        CellEnsemble([CellClassifier(single) for _ in range(spec.members)])
+        if spec.members > 1
+        else CellClassifier(spec)
+    )
     try:
         state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
         model.load_state_dict(state)

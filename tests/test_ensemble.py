@@ -1,0 +1,107 @@
+"""Ensembles (`train.ensemble`): networks trained from several seeds, scored by the mean of
+their log-probabilities, saved and reloaded as one model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+import yaml
+
+from scgenai_flow.contexts import ContextSettings, build_windows, load_windows, save_windows
+from scgenai_flow.ensemble import MEMBER_SEED_STEP
+from scgenai_flow.models import CellClassifier, CellEnsemble, ModelSpec, load_model
+from scgenai_flow.predict import window_probabilities
+from scgenai_flow.preprocess import bin_rows
+from scgenai_flow.runtime import seed_everything
+from scgenai_flow.train import (
+    LabelledWindows,
+    TrainOutputs,
+    evaluate,
+    train_from_files,
+    write_model_dir,
+)
+from scgenai_flow.vocab import Vocabulary, build_vocabulary
+
+CPU = torch.device("cpu")
+CLASSES = ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")
+CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+CONFIG["seed"] = 7
+CONFIG["train"].update(num_epochs=2, batch_size=16, learning_rate=2e-3, average_best=2)
+
+
+@pytest.fixture(scope="module")
+def window_files(pbmc, tmp_path_factory) -> Path:
+    """Train and validation windows of real PBMCs (four classes) and their vocabulary, on disk."""
+    root = tmp_path_factory.mktemp("ensemble")
+    vocab = None
+    for part, cells in (("train", slice(0, 25)), ("val", slice(25, 35))):
+        keep = np.concatenate([np.flatnonzero(pbmc.obs["bulk_labels"] == c)[cells] for c in CLASSES])
+        data = pbmc[keep]
+        labels = data.obs["bulk_labels"].astype(str)
+        vocab = vocab or build_vocabulary(np.asarray(data.var_names), 10, labels, "pbmc")
+        windows = build_windows(bin_rows(sp.csr_matrix(data.X), 10), vocab, ContextSettings(max_length=64))
+        save_windows(root / f"{part}.npz", windows, vocab.encode_labels(labels, "pbmc"))
+    vocab.save(root / "vocab")
+    return root
+
+
+def train(root: Path, target: Path, **train_keys) -> pd.DataFrame:
+    config = {**CONFIG, "train": {**CONFIG["train"], **train_keys}}
+    outputs = TrainOutputs(*(str(target / n) for n in ("best", "last", "history.csv", "info.yaml")))
+    files = [str(root / f) for f in ("train.npz", "val.npz", "vocab")]
+    train_from_files(*files, config, outputs, threads=1)
+    return pd.read_csv(outputs.history)
+
+
+def test_an_ensemble_scores_the_mean_log_probability_and_reloads(tmp_path, window_files) -> None:
+    vocab = Vocabulary.load(window_files / "vocab")
+    windows, _ = load_windows(window_files / "val.npz")
+    spec = ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 64, int(vocab.classes.size), pooling="mean")
+    seed_everything(3)
+    networks = [CellClassifier(spec) for _ in range(3)]
+    ensemble = CellEnsemble(networks)
+    probs = window_probabilities(ensemble, windows, 32, CPU)
+    each = np.stack([window_probabilities(n, windows, 32, CPU) for n in networks])
+    geometric = np.exp(np.log(each).mean(0))
+    np.testing.assert_allclose(probs, geometric / geometric.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    write_model_dir(tmp_path / "model", ensemble, window_files / "vocab", {"seed": 3})
+    assert json.loads((tmp_path / "model/config.json").read_text())["members"] == 3
+    again = load_model(tmp_path / "model")
+    assert isinstance(again, CellEnsemble) and again.spec.members == 3
+    np.testing.assert_array_equal(window_probabilities(again, windows, 32, CPU), probs)
+
+
+def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_files) -> None:
+    history = train(window_files, tmp_path / "ens", ensemble=2)
+    assert list(history["Member"]) == [1, 1, 2, 2] and list(history["Epoch"]) == [1, 2, 1, 2]
+    ensemble = load_model(tmp_path / "ens/best")
+    assert isinstance(ensemble, CellEnsemble) and len(ensemble.members) == 2
+    selection = json.loads((tmp_path / "ens/best/selection.json").read_text())
+    assert [m["seed"] for m in selection["members"]] == [7, 7 + MEMBER_SEED_STEP]
+    # network 2 is what a single run with seed 7 + 1000 keeps
+    CONFIG["seed"] += MEMBER_SEED_STEP
+    try:
+        alone = train(window_files, tmp_path / "alone", ensemble=1)
+    finally:
+        CONFIG["seed"] -= MEMBER_SEED_STEP
+    second = history[history["Member"] == 2].drop(columns="Seconds").reset_index(drop=True)
+    pd.testing.assert_frame_equal(second, alone.drop(columns="Seconds").assign(Member=2))
+    single = load_model(tmp_path / "alone/best").state_dict()
+    for name, value in ensemble.members[1].state_dict().items():
+        torch.testing.assert_close(value, single[name], rtol=0, atol=0)
+    # the ensemble's own validation metrics and temperature, as published
+    val = LabelledWindows(*load_windows(window_files / "val.npz"))
+    measured = evaluate(ensemble, val, 64, CPU, aggregation="mean")
+    assert measured == pytest.approx(selection["validation"])
+    calibration = json.loads((tmp_path / "ens/best/calibration.json").read_text())
+    assert calibration["temperature"] == pytest.approx(measured["Temperature"])
+    last = load_model(tmp_path / "ens/last")
+    assert isinstance(last, CellEnsemble)
+    info = yaml.safe_load((tmp_path / "ens/info.yaml").read_text())
+    assert info["parameters"] == 2 * sum(p.numel() for p in ensemble.members[0].parameters())
