@@ -190,7 +190,8 @@ def first_page_rows(
     rows.append(
         (
             "training",
-            f"{train['num_epochs']} epochs, batch {train['batch_size']}, learning rate "
+            f"{train['num_epochs']} epochs{' per network' if int(spec.get('members', 1)) > 1 else ''},"
+            f" batch {train['batch_size']}, learning rate "
             f"{train['learning_rate']}, weight decay {train['weight_decay']}, seed {settings['seed']}"
             + early_stopping(settings),
         )
