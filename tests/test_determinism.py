@@ -26,7 +26,7 @@ def tiny_config(results: Path) -> dict:
     config["preprocess"]["min_cells"] = 150
     config["context"]["max_length"] = 128
     config["model"]["size"] = "tiny"
-    config["train"].update(num_epochs=1, batch_size=32)
+    config["train"].update(num_epochs=1, batch_size=32, ensemble=1)  # networks: tests/test_ensemble.py
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     return config
 

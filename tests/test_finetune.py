@@ -85,7 +85,7 @@ def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc)
         "preprocess": {"min_cells": 30},
         "context": {"max_length": 128},
         "model": {"size": "tiny", "backbone": "llama"},
-        "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3},
+        "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
         "finetune": {
             "train": str(paths["finetune"]),
             "num_epochs": 4,
@@ -106,9 +106,9 @@ def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc)
     for name in ("best_model", "last_model", "combined_epoch_results.csv", "train_summary.pdf"):
         assert (results / "finetune" / name).exists()
     history = pd.read_csv(results / "finetune/combined_epoch_results.csv")
-    # each network of the pretrained ensemble (the defaults: 3) is tuned in turn
-    assert list(history["Member"]) == [1] * 4 + [2] * 4 + [3] * 4
-    assert json.loads((results / "finetune/best_model/config.json").read_text())["members"] == 3
+    # each network of the pretrained ensemble is tuned in turn
+    assert list(history["Member"]) == [1] * 4 + [2] * 4
+    assert json.loads((results / "finetune/best_model/config.json").read_text())["members"] == 2
     table = pd.read_csv(results / "predictions.csv", index_col=0)
     assert len(table) == ad.read_h5ad(paths["test"]).n_obs
     new = table[table["bulk_labels"].isin(NEW_LABELS)]

@@ -24,7 +24,7 @@ SETTINGS = {
     "preprocess": {"min_cells": 150},
     "context": {"max_length": 64},
     "model": {"size": "tiny", "backbone": "scgent"},
-    "train": {"num_epochs": 3, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
+    "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
 }
 METRICS = ["Epoch", "Train Loss", "Train Accuracy", "Validation Accuracy", "Validation Loss"]
 
@@ -62,17 +62,17 @@ def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(contexts: Pa
     history = model / "combined_epoch_results.csv"
     second = model / "checkpoint.member2.pt"  # the second network of the ensemble has begun
     deadline = time.time() + 600
-    while not (history.is_file() and len(pd.read_csv(history)) >= 4 and second.is_file()):
+    while not (history.is_file() and len(pd.read_csv(history)) >= 3 and second.is_file()):
         assert run.poll() is None and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.2)
     time.sleep(0.5)  # into the second network's epoch 2
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    assert len(pd.read_csv(history)) < 6
+    assert len(pd.read_csv(history)) < 4
     snakemake(contexts, "--unlock", config=SETTINGS)  # the killed snakemake left its lock
     log = snakemake(contexts, "results/model/best_model", "--rerun-incomplete", config=SETTINGS)
     resumed_from = (contexts / "results/logs/train.log").read_text()
-    assert "checkpoint.pt after epoch 3" in resumed_from, log.stderr[-2000:]  # the first network: done
+    assert "checkpoint.pt after epoch 2" in resumed_from, log.stderr[-2000:]  # the first network: done
     assert "checkpoint.member2.pt after epoch" in resumed_from  # the second: part-trained
     assert not list(model.glob("checkpoint*"))  # removed once training finished
 
@@ -105,7 +105,7 @@ def test_two_ddp_processes_on_cpu_match_one_process(contexts: Path) -> None:
 
     validate(config, str(Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"))
     config["model"] = {**config["model"], **SETTINGS["model"], "dropout": 0.0}  # no per-rank dropout noise
-    config["train"] = {**config["train"], **SETTINGS["train"], "num_epochs": 1}
+    config["train"] = {**config["train"], **SETTINGS["train"], "num_epochs": 1, "ensemble": 1}
     one = train_in_process(contexts, config, contexts / "one", processes=1)
     two = train_in_process(contexts, config, contexts / "two", processes=2)
     assert {p.name for p in (contexts / "two").iterdir()} == {"best", "last", "history.csv", "info.yaml"}

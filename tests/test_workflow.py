@@ -35,7 +35,7 @@ TINY = {
     "preprocess": {"min_cells": 150},
     "context": {"max_length": 128},
     "model": {"size": "tiny"},
-    "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3},
+    "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
 }
 
 
@@ -96,9 +96,9 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     assert setting["train"]["num_epochs"] == 2 and setting["context"]["max_length"] == 128
     history = pd.read_csv(results / "model/combined_epoch_results.csv")
     assert list(history.columns[:4]) == ["Epoch", "Train Loss", "Train Accuracy", "Validation Accuracy"]
-    # the defaults train an ensemble of 3 networks, one after another
-    assert list(history["Epoch"]) == [1, 2] * 3 and list(history["Member"]) == [1, 1, 2, 2, 3, 3]
-    assert json.loads((results / "model/best_model/config.json").read_text())["members"] == 3
+    # an ensemble of 2 networks (the defaults: 3), trained one after another
+    assert list(history["Epoch"]) == [1, 2] * 2 and list(history["Member"]) == [1, 1, 2, 2]
+    assert json.loads((results / "model/best_model/config.json").read_text())["members"] == 2
     assert (results / "model/train_summary.pdf").read_bytes().startswith(b"%PDF")
     for split in ("train", "val", "predict"):
         assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
@@ -202,7 +202,7 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
         held.append(", ".join(map(str, member["epochs"])))
     best = selection["validation"]  # the ensemble's own validation metrics
     assert f"validation accuracy {best['Validation Accuracy']:.3f} (cells)" in text
-    assert "mean of 3 networks (epochs " + " | ".join(held) + "), from 3 networks x 2 epochs" in text
+    assert "mean of 2 networks (epochs " + " | ".join(held) + "), from 2 networks x 2 epochs" in text
     # the report's validation table is the best model's cells: the same accuracy as its metrics
     metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
     assert metrics.loc["accuracy", "f1"] == pytest.approx(best["Validation Accuracy"])
