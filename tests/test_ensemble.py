@@ -55,7 +55,7 @@ def train(root: Path, target: Path, **train_keys) -> pd.DataFrame:
     config = {**CONFIG, "train": {**CONFIG["train"], **train_keys}}
     outputs = TrainOutputs(*(str(target / n) for n in ("best", "last", "history.csv", "info.yaml")))
     files = [str(root / f) for f in ("train.npz", "val.npz", "vocab")]
-    train_from_files(*files, config, outputs, threads=1)
+    train_from_files(*files, config, outputs, threads=torch.get_num_threads())  # leaves torch as it was
     return pd.read_csv(outputs.history)
 
 
