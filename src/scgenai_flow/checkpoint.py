@@ -52,7 +52,8 @@ class TrainState:
     best_metrics: dict[str, float] = field(default_factory=dict)  # of best_model on validation
 
 
-def _cpu_copy(state: Weights) -> Weights:
+def cpu_weights(state: Weights) -> Weights:
+    """A detached CPU copy of a state dict."""
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
@@ -64,7 +65,7 @@ def remember_best(
     ranked = sorted([*state.best, RankedEpoch(key, epoch, {})], key=lambda r: (r.key, -r.epoch), reverse=True)
     if all(r.epoch != epoch for r in ranked[:keep]):
         return False
-    weights = _cpu_copy(model.state_dict())
+    weights = cpu_weights(model.state_dict())
     state.best = [r if r.weights else RankedEpoch(key, epoch, weights) for r in ranked[:keep]]
     return True
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .checkpoint import cpu_weights
 from .distributed import Ranks
 from .io import write_csv
 from .models import CellClassifier, CellEnsemble, Classifier, count_parameters, grow
@@ -70,7 +71,7 @@ class MemberRun:
 def cpu_copy(model: CellClassifier) -> CellClassifier:
     """A copy of `model` on the CPU (the original, maybe on a GPU, trains on)."""
     copied = CellClassifier(model.spec)
-    copied.load_state_dict({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+    copied.load_state_dict(cpu_weights(model.state_dict()))
     return copied.eval()
 
 
