@@ -6,11 +6,13 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
 from scgenai_flow.contexts import ContextSettings, build_windows
+from scgenai_flow.ensemble import publisher
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import selection_key
 from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model, read_spec
@@ -118,6 +120,24 @@ def test_best_model_holds_the_mean_weights_of_the_best_epochs(tmp_path, real_win
     assert again[0].epochs == epochs and again[0].metrics == metrics  # a resumed run keeps them
     for name, value in copy_weights(again[0].model).items():
         torch.testing.assert_close(value, weights[name])
+
+
+def test_publishing_the_best_network_leaves_the_training_draws_alone(tmp_path, real_windows) -> None:
+    """The workflow's publisher copies each new best network to the CPU; the copy must not draw
+    from torch's generator, or dropout in the next epoch differs from an unpublished run."""
+    vocab, data = real_windows
+    cells = data.windows.cell_index
+    first_two = np.arange(cells.size) - np.searchsorted(cells, cells) < 2  # each cell's first 2 windows
+    data = LabelledWindows(data.windows.subset(first_two), data.cell_labels)
+    settings = TrainSettings(num_epochs=2, batch_size=16, learning_rate=2e-3)  # copied after epoch 1
+    kept: list = []
+    histories = []
+    for publish in (lambda *_: None, publisher(str(tmp_path / "history.csv"), [], 1, kept)):
+        seed_everything(0)
+        history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, publish)
+        histories.append(history.drop(columns="Seconds"))
+    assert kept and kept[0].model.spec.dropout > 0  # a copy was made, and dropout draws
+    pd.testing.assert_frame_equal(histories[0], histories[1])
 
 
 def copy_weights(model: CellClassifier) -> dict[str, torch.Tensor]:

@@ -70,7 +70,8 @@ class MemberRun:
 
 def cpu_copy(model: CellClassifier) -> CellClassifier:
     """A copy of `model` on the CPU (the original, maybe on a GPU, trains on)."""
-    copied = CellClassifier(model.spec)
+    with torch.random.fork_rng(devices=[]):  # building draws weights: leave training's draws alone
+        copied = CellClassifier(model.spec)
     copied.load_state_dict(cpu_weights(model.state_dict()))
     return copied.eval()
 
