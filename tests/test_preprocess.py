@@ -107,6 +107,29 @@ def test_quantile_binning_is_scale_free_and_fills_the_bins(pbmc: ad.AnnData) -> 
     assert np.abs(counts - expected).max() <= 1
 
 
+@pytest.mark.parametrize("num_bins", [1, 4, 10])
+def test_unit_range_bins_keep_absolute_levels(num_bins: int) -> None:
+    krumsiek = sc.datasets.krumsiek11()  # simulated levels in [0, 1] with noise around 0 and 1
+    matrix = sp.csr_matrix(krumsiek.X, dtype=np.float32)
+    binned = bin_rows(matrix, num_bins, "unit_range")
+    assert binned.dtype == np.uint8 and binned.nnz == matrix.nnz
+    edges = np.linspace(0, 1, num_bins + 1)
+    for row in range(0, matrix.shape[0], 7):
+        values = matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]]
+        got = binned.data[binned.indptr[row] : binned.indptr[row + 1]]
+        expected = [1 + sum(v >= e for e in edges[1:-1]) for v in values]  # the bin's edges
+        np.testing.assert_array_equal(got, expected, err_msg=f"cell {row}")
+    # the same level gets the same bin in every cell; noise below 0 and above 1 the end bins
+    assert binned.data[matrix.data < 0].max() == 1
+    assert binned.data[matrix.data > 1].min() == num_bins
+    if num_bins == 10:
+        assert set(np.unique(binned.data)) == set(range(1, 11))
+        quantile = bin_rows(matrix, 10, "cell_quantile")
+        near_zero = np.abs(matrix.data) < 0.01  # noise: one bin here, spread by rank in cell_quantile
+        assert np.unique(binned.data[near_zero]).tolist() == [1]
+        assert np.unique(quantile.data[near_zero]).size > 5
+
+
 def test_binning_is_recorded_and_followed_by_aligned_files(tmp_path, pbmc_h5ad) -> None:
     settings = PreprocessSettings(binning="cell_quantile")
     train = preprocess_file(pbmc_h5ad, settings)
@@ -119,19 +142,28 @@ def test_binning_is_recorded_and_followed_by_aligned_files(tmp_path, pbmc_h5ad) 
     (tmp_path / "vocab" / "binning.json").unlink()  # a directory of the original: cell_range
     assert Vocabulary.load(tmp_path / "vocab").binning == "cell_range"
     (tmp_path / "vocab" / "binning.json").write_text('{"binning": "log"}')
-    with pytest.raises(InputError, match="binning 'log'; expected one of cell_range, cell_quantile"):
+    expected = "binning 'log'; expected one of cell_range, cell_quantile, unit_range"
+    with pytest.raises(InputError, match=expected):
         Vocabulary.load(tmp_path / "vocab")
     with pytest.raises(InputError, match="preprocess.binning: 'log'; expected auto, cell_range"):
         preprocess_file(pbmc_h5ad, PreprocessSettings(binning="log"))
 
 
-def test_auto_binning_keeps_the_original_unless_cells_peak_below_one(tmp_path, pbmc) -> None:
+def test_auto_binning_keeps_the_original_unless_cells_peak_at_or_below_one(tmp_path, pbmc) -> None:
     small = pbmc.copy()
     small.X = sp.csr_matrix(pbmc.X, dtype=np.float32) / 100  # every cell's maximum below 1
     write_h5ad(pbmc, tmp_path / "log.h5ad")
     write_h5ad(small, tmp_path / "small.h5ad")
     write_h5ad(counts_adata(60, 40, seed=2), tmp_path / "counts.h5ad")
-    for name, expected in (("log", "cell_range"), ("small", "cell_quantile"), ("counts", "cell_range")):
+    krumsiek = sc.datasets.krumsiek11()  # levels spread over [0, 1]: absolute bins
+    levels = sp.csr_matrix(np.clip(krumsiek.X, 0, None))  # its noise dips below 0
+    write_h5ad(ad.AnnData(levels, obs=krumsiek.obs[["cell_type"]], var=krumsiek.var), tmp_path / "unit.h5ad")
+    for name, expected in (
+        ("log", "cell_range"),
+        ("small", "cell_quantile"),
+        ("counts", "cell_range"),
+        ("unit", "unit_range"),
+    ):
         auto = preprocess_file(tmp_path / f"{name}.h5ad", PreprocessSettings(binning="auto", min_cells=1))
         same = preprocess_file(tmp_path / f"{name}.h5ad", PreprocessSettings(binning=expected, min_cells=1))
         assert auto.uns["preprocess"]["binning"] == expected, name

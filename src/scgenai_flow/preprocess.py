@@ -31,6 +31,7 @@ class MatrixScan:
     expressed_cells: np.ndarray  # per gene: cells with a value > 0
     empty_cells: int = 0  # cells without any value > 0
     cells_below_one: int = 0  # non-empty cells whose largest value is at most 1
+    cells_peak_in_unit: int = 0  # of those, cells whose largest value is at least 0.5
 
     @property
     def raw_counts(self) -> bool:
@@ -59,7 +60,7 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
     expressed = np.zeros(info.n_genes, dtype=np.int64)
     max_value = 0.0
     fraction: float | None = None  # a non-integer value, if any
-    empty = below_one = 0
+    empty = below_one = peak_in_unit = 0
     for chunk in iter_csr_chunks(path, chunk_cells, use_raw):
         data = chunk.data
         positive = data > 0
@@ -71,6 +72,7 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
         max_value = max(max_value, float(data.max()))
         maxima = np.maximum.reduceat(data, chunk.indptr[:-1][np.diff(chunk.indptr) > 0])
         below_one += int(((maxima > 0) & (maxima <= 1)).sum())  # cells of stored zeros only are empty
+        peak_in_unit += int(((maxima >= 0.5) & (maxima <= 1)).sum())
         if fraction is None:
             odd = np.flatnonzero(data != np.round(data))
             fraction = float(data[odd[0]]) if odd.size else None
@@ -81,7 +83,7 @@ def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_00
             f" raw counts, but holds non-integer values (e.g. {fraction:g}); expected integer raw counts,"
             f" or log-normalised values (max <= {RAW_COUNT_THRESHOLD:g}): normalised but not log-transformed?"
         )
-    return MatrixScan(info.n_cells, max_value, expressed, empty, below_one)
+    return MatrixScan(info.n_cells, max_value, expressed, empty, below_one, peak_in_unit)
 
 
 def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
@@ -193,31 +195,46 @@ def quantile_bins(chunk: sp.csr_matrix, num_bins: int) -> np.ndarray:
     return bins
 
 
-BINNINGS = ("cell_range", "cell_quantile")
+def unit_bins(values: np.ndarray, num_bins: int) -> np.ndarray:
+    """`digitize(v, linspace(0, 1, num_bins + 1)[1:-1]) + 1`: bins 1..num_bins of equal width
+    over [0, 1], the same edges for every cell (keeps absolute levels of data scaled to [0, 1];
+    values below 0 fall in bin 1, values from 1 up in the top bin)."""
+    inner_edges = np.linspace(0.0, 1.0, num_bins + 1)[1:-1]
+    return (np.digitize(values, inner_edges) + 1).astype(np.uint8)
+
+
+BINNINGS = ("cell_range", "cell_quantile", "unit_range")
 
 
 def resolve_binning(binning: str, scan: MatrixScan, path: str | Path) -> str:
-    """`auto`: the original `cell_range`, unless most cells peak at or below 1 (values in
-    [0, 1], e.g. scaled or simulated data), where its edges from 1 collapse into two bins."""
+    """`auto`: the original `cell_range`, unless most cells peak at or below 1, where its edges
+    from 1 collapse into two bins: then `unit_range` for data spread over [0, 1] (most of those
+    cells peak at 0.5 or more: scaled or simulated levels), else the scale-free `cell_quantile`."""
     if binning != "auto":
         return binning
     nonempty = scan.n_cells - scan.empty_cells
-    if not scan.raw_counts and nonempty and scan.cells_below_one > nonempty / 2:
-        log.info(
-            "%s: %d of %d cells have no value above 1: cell_quantile bins (binning auto)",
-            path,
-            scan.cells_below_one,
-            nonempty,
-        )
-        return "cell_quantile"
-    return "cell_range"
+    if scan.raw_counts or not nonempty or scan.cells_below_one <= nonempty / 2:
+        return "cell_range"
+    chosen = "unit_range" if scan.cells_peak_in_unit > scan.cells_below_one / 2 else "cell_quantile"
+    log.info(
+        "%s: %d of %d cells have no value above 1 (%d of them peak at 0.5 or more): %s bins (binning auto)",
+        path,
+        scan.cells_below_one,
+        nonempty,
+        scan.cells_peak_in_unit,
+        chosen,
+    )
+    return chosen
 
 
 def bin_rows(chunk: sp.csr_matrix, num_bins: int, binning: str = "cell_range") -> sp.csr_matrix:
     """Replace each cell's non-zero values by their expression bin (uint8): `cell_range`
-    (the original: equal-width edges from 1 to the cell's maximum) or `cell_quantile`."""
+    (the original: equal-width edges from 1 to the cell's maximum), `cell_quantile` or
+    `unit_range`."""
     if binning == "cell_quantile":
         bins = quantile_bins(chunk, num_bins)
+    elif binning == "unit_range":
+        bins = unit_bins(chunk.data, num_bins)
     else:
         bins = bin_values(chunk.data, per_value(np.maximum, chunk), num_bins)
     return sp.csr_matrix((bins, chunk.indices, chunk.indptr), shape=chunk.shape)
