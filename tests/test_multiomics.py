@@ -99,6 +99,21 @@ def test_adt_rows_follow_the_rna_barcodes(tmp_path, pbmc) -> None:
     assert (aligned.X != expected.X).nnz == 0 and aligned.X.data.max() == 6
 
 
+def test_adt_follows_the_rna_binning_but_not_unit_range_edges(tmp_path, pbmc) -> None:
+    proteins = synthetic_adt(pbmc.obs, "bulk_labels", seed=0)  # counts: far above 1
+    write_h5ad(proteins, tmp_path / "adt.h5ad")
+    binned = {}
+    for binning in ("cell_range", "cell_quantile", "unit_range"):
+        settings = PreprocessSettings(num_bins=5, binning=binning, min_cells=0)
+        binned[binning] = preprocess_adt(tmp_path / "adt.h5ad", pbmc.obs_names, settings)
+    assert binned["cell_range"].uns["preprocess"]["binning"] == "cell_range"
+    # RNA levels in [0, 1] (unit_range): proteins are ranked within each cell instead of all
+    # landing in the top bin
+    assert binned["unit_range"].uns["preprocess"]["binning"] == "cell_quantile"
+    assert (binned["unit_range"].X != binned["cell_quantile"].X).nnz == 0
+    assert np.unique(binned["unit_range"].X.data).tolist() == [1, 2, 3, 4, 5]
+
+
 def test_rna_and_adt_with_different_cells_are_refused(tmp_path, pbmc) -> None:
     proteins = synthetic_adt(pbmc.obs, "bulk_labels", seed=0)
     write_h5ad(proteins[:-3].copy(), tmp_path / "adt.h5ad")

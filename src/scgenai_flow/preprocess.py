@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -352,7 +352,9 @@ def preprocess_adt(
 ) -> ad.AnnData:
     """Binned ADT (protein) matrix, rows in the RNA file's cell order, matched by barcode.
 
-    Features keep the file's order (training) or follow the model's `features`."""
+    Features keep the file's order (training) or follow the model's `features`. `settings`
+    carry the RNA's binning; `unit_range`'s edges over [0, 1] do not fit protein counts, so
+    these get the scale-free `cell_quantile` instead."""
     adt_cells = read_obs(path).index
     if not adt_cells.is_unique:
         raise InputError(f"{path}: duplicate cell barcodes in the ADT file")
@@ -366,5 +368,7 @@ def preprocess_adt(
         )
     if features is None:
         features = read_var_names(path)
+    if settings.binning == "unit_range":
+        settings = replace(settings, binning="cell_quantile")
     binned = preprocess_file(path, settings, trained_genes=features)
     return binned[position].copy()
