@@ -85,7 +85,7 @@ def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc)
         "preprocess": {"min_cells": 30},
         "context": {"max_length": 128},
         "model": {"size": "tiny", "backbone": "llama"},
-        "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
+        "train": {"num_epochs": 1, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
         "finetune": {
             "train": str(paths["finetune"]),
             "num_epochs": 4,

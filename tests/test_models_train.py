@@ -50,21 +50,28 @@ def real_windows(pbmc):
     return vocab, LabelledWindows(windows, labels)
 
 
+def few_windows(data: LabelledWindows, per_cell: int = 2) -> LabelledWindows:
+    """Each cell's first `per_cell` windows: the same cells in a fraction of the training time."""
+    cells = data.windows.cell_index
+    first = np.arange(cells.size) - np.searchsorted(cells, cells) < per_cell
+    return LabelledWindows(data.windows.subset(first), data.cell_labels)
+
+
 def spec_for(vocab, backbone: str = "llama", size: str = "tiny", max_length: int = 64) -> ModelSpec:
     return ModelSpec(backbone, size, vocab.size, vocab.pad_id, max_length, int(vocab.classes.size))
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_training_lowers_the_loss_on_real_cells(real_windows, backbone: str) -> None:
-    vocab, data = real_windows
+    vocab, data = real_windows[0], few_windows(real_windows[1], 4)
     seed_everything(0)
     model = CellClassifier(spec_for(vocab, backbone))
-    settings = TrainSettings(num_epochs=3, batch_size=16, learning_rate=2e-3)
+    settings = TrainSettings(num_epochs=4, batch_size=16, learning_rate=2e-3)
     history = fit(model, data, data, settings, CPU, lambda *_: None)
-    # float reductions differ with the thread layout: scgent once ended at 0.876x (>= 0.85)
+    # 4 epochs on each cell's first 4 windows end at 0.30-0.77x of the first loss (gpt the highest)
     assert history["Train Loss"].iloc[-1] < 0.9 * history["Train Loss"].iloc[0]
     assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
-    assert list(history["Epoch"]) == [1, 2, 3]
+    assert list(history["Epoch"]) == [1, 2, 3, 4]
 
 
 def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_path, real_windows) -> None:
@@ -75,7 +82,7 @@ def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_pat
     assert stops_early(rows, TrainSettings(select_by="macro_f1", patience=3))  # best epoch 1
     assert not stops_early(rows, TrainSettings(select_by="accuracy", patience=3))  # best epoch 2
     assert not stops_early(rows, TrainSettings(select_by="macro_f1"))  # patience off
-    vocab, data = real_windows
+    vocab, data = real_windows[0], few_windows(real_windows[1])
     seed_everything(0)
     model = CellClassifier(spec_for(vocab))
     # learning rate 0: no epoch beats the first, so patience 2 ends training after epoch 3 of 10
@@ -88,7 +95,7 @@ def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_pat
 
 
 def test_best_model_holds_the_mean_weights_of_the_best_epochs(tmp_path, real_windows) -> None:
-    vocab, data = real_windows
+    vocab, data = real_windows[0], few_windows(real_windows[1])
     settings = TrainSettings(
         num_epochs=5, batch_size=16, learning_rate=2e-3, select_by="macro_f1", average_best=3
     )
@@ -125,10 +132,7 @@ def test_best_model_holds_the_mean_weights_of_the_best_epochs(tmp_path, real_win
 def test_publishing_the_best_network_leaves_the_training_draws_alone(tmp_path, real_windows) -> None:
     """The workflow's publisher copies each new best network to the CPU; the copy must not draw
     from torch's generator, or dropout in the next epoch differs from an unpublished run."""
-    vocab, data = real_windows
-    cells = data.windows.cell_index
-    first_two = np.arange(cells.size) - np.searchsorted(cells, cells) < 2  # each cell's first 2 windows
-    data = LabelledWindows(data.windows.subset(first_two), data.cell_labels)
+    vocab, data = real_windows[0], few_windows(real_windows[1])
     settings = TrainSettings(num_epochs=2, batch_size=16, learning_rate=2e-3)  # copied after epoch 1
     kept: list = []
     histories = []
