@@ -190,7 +190,7 @@ def first_page_rows(
     rows.append(
         (
             "training",
-            f"{train['num_epochs']} epochs{' per network' if int(spec.get('members', 1)) > 1 else ''},"
+            f"{train['num_epochs']} epochs{' per network' if network_count(spec) > 1 else ''},"
             f" batch {train['batch_size']}, learning rate "
             f"{train['learning_rate']}, weight decay {train['weight_decay']}, seed {settings['seed']}"
             + early_stopping(settings),
@@ -201,9 +201,14 @@ def first_page_rows(
     return rows
 
 
+def network_count(spec: Mapping[str, Any]) -> int:
+    """Networks in the model (`config.json` members; older model dirs: one)."""
+    return int(spec.get("members", 1))
+
+
 def networks(spec: Mapping[str, Any]) -> str:
-    """The model line's note on an ensemble (`config.json` members)."""
-    members = int(spec.get("members", 1))
+    """The model line's note on an ensemble."""
+    members = network_count(spec)
     return f" in {members} networks (ensemble: mean log-probability)" if members > 1 else ""
 
 
