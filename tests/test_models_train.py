@@ -16,13 +16,21 @@ from scgenai_flow.ensemble import publisher
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import selection_key
 from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model, read_spec
-from scgenai_flow.predict import predict_cells, window_probabilities
+from scgenai_flow.predict import (
+    batch_tensors,
+    cell_log_scores,
+    predict_cells,
+    softmax_rows,
+    window_probabilities,
+)
 from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import (
     LabelledWindows,
     Resume,
+    TrainingItems,
     TrainSettings,
+    cell_mean_log_probs,
     evaluate,
     fit,
     stops_early,
@@ -72,6 +80,39 @@ def test_training_lowers_the_loss_on_real_cells(real_windows, backbone: str) -> 
     assert history["Train Loss"].iloc[-1] < 0.9 * history["Train Loss"].iloc[0]
     assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
     assert list(history["Epoch"]) == [1, 2, 3, 4]
+
+
+def test_cell_loss_takes_whole_cells_scored_as_predict_scores_them(real_windows) -> None:
+    vocab, data = real_windows
+    plan = TrainingItems.of(data, TrainSettings(loss="cell", batch_size=16))
+    per_cell = np.bincount(data.windows.cell_index, minlength=data.n_cells)
+    np.testing.assert_array_equal(plan.items, np.flatnonzero(per_cell > 0))
+    assert plan.batch_size == round(16 * data.n_cells / len(data.windows))  # ~16 windows a step
+    cells = np.random.default_rng(0).permutation(plan.items)[:9]
+    rows, segment = plan.windows_of(cells)
+    np.testing.assert_array_equal(data.windows.cell_index[rows], cells[segment.numpy()])
+    assert rows.size == per_cell[cells].sum()  # every window of each cell, none twice
+    assert np.unique(rows).size == rows.size
+    # the loss's cell scores are predict's mean aggregation, up to normalisation
+    seed_everything(1)
+    model = CellClassifier(spec_for(vocab)).eval()
+    with torch.no_grad():
+        logits = model(*batch_tensors(data.windows, rows, CPU))
+    scores = torch.log_softmax(cell_mean_log_probs(logits, segment, cells.size), dim=1).numpy()
+    probs = torch.softmax(logits, dim=1).numpy()
+    expected, _ = cell_log_scores(probs, segment.numpy(), cells.size, "mean")
+    np.testing.assert_allclose(scores, np.log(softmax_rows(expected)), atol=1e-4)
+    window_plan = TrainingItems.of(data, TrainSettings(batch_size=16))
+    assert window_plan.items.size == len(data.windows) and window_plan.windows_of(cells)[1] is None
+
+
+def test_training_on_the_cell_loss_lowers_it(real_windows) -> None:
+    vocab, data = real_windows[0], few_windows(real_windows[1], 4)
+    seed_everything(0)
+    settings = TrainSettings(num_epochs=3, batch_size=16, learning_rate=2e-3, loss="cell")
+    history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda *_: None)
+    assert history["Train Loss"].iloc[-1] < 0.9 * history["Train Loss"].iloc[0]
+    assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
 
 
 def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_path, real_windows) -> None:

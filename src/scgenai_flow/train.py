@@ -78,6 +78,7 @@ class TrainSettings:
     label_smoothing: float = 0.0
     gene_dropout: float = 0.0  # share of (gene, bin) pairs dropped from each training window
     resample_windows: bool = False  # deal each cell's pairs into its windows anew every epoch
+    loss: str = "window"  # or cell: the loss scores each cell's mean window log-probabilities
     select_by: str = "accuracy"  # or macro_f1: the validation metric that picks best_model
     average_best: int = 1  # best_model = mean weights of this many best epochs (1: the best one)
     patience: int | None = None  # stop when the best epoch is this many epochs behind (None: never)
@@ -137,8 +138,47 @@ class LabelledWindows:
         return int(self.cell_labels.size)
 
 
-def steps_per_epoch(n_windows: int, batch_size: int) -> int:
-    return -(-n_windows // batch_size)
+@dataclass(frozen=True)
+class TrainingItems:
+    """What one epoch shuffles and the loss scores: windows, or cells with all their windows."""
+
+    labels: np.ndarray  # per item
+    items: np.ndarray  # the items that train (cells without windows have nothing to score)
+    batch_size: int  # items per optimiser step
+    first_window: np.ndarray | None = None  # per cell (cell items only)
+    window_count: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, data: LabelledWindows, settings: TrainSettings) -> TrainingItems:
+        n_windows = len(data.windows)
+        if settings.loss == "window":
+            return cls(data.window_labels, np.arange(n_windows), settings.batch_size)
+        count = np.bincount(data.windows.cell_index, minlength=data.n_cells)
+        cells = np.flatnonzero(count > 0)
+        # as many cells per step as hold batch_size windows on average: the steps stay alike
+        per_step = max(1, round(settings.batch_size * cells.size / max(n_windows, 1)))
+        return cls(data.cell_labels, cells, per_step, np.cumsum(count) - count, count)
+
+    def steps(self) -> int:
+        return -(-self.items.size // self.batch_size)
+
+    def windows_of(self, idx: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
+        """The windows of the items `idx` and, for cells, each window's position in `idx`."""
+        if self.first_window is None or self.window_count is None:
+            return idx, None
+        count = self.window_count[idx]
+        offset = np.repeat(self.first_window[idx] - (np.cumsum(count) - count), count)
+        segment = np.repeat(np.arange(idx.size), count)
+        return offset + np.arange(segment.size), torch.from_numpy(segment)
+
+
+def cell_mean_log_probs(logits: torch.Tensor, segment: torch.Tensor, n_cells: int) -> torch.Tensor:
+    """Each cell's mean window log-probabilities (the `mean` aggregation of predict)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    segment = segment.to(log_probs.device)
+    summed = torch.zeros(n_cells, log_probs.shape[1], device=log_probs.device)
+    summed.index_add_(0, segment, log_probs)
+    return summed / torch.bincount(segment, minlength=n_cells).unsqueeze(1)
 
 
 def train_epoch(
@@ -152,29 +192,32 @@ def train_epoch(
     epoch: int = 1,
     weights: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """One pass over shuffled windows (epoch `epoch`, 1-based, sets the learning rate; `weights`
-    per class weigh the loss); mean loss and window accuracy. With several ranks each batch is
-    split between them and the loss scaled so the averaged gradient is the batch's."""
+    """One pass over shuffled windows or cells (`settings.loss`; epoch `epoch`, 1-based, sets
+    the learning rate; `weights` per class weigh the loss); mean loss and accuracy per item.
+    With several ranks each batch is split between them and the loss scaled so the averaged
+    gradient is the batch's."""
     model.train()
-    labels = torch.from_numpy(data.window_labels.astype(np.int64))
+    plan = TrainingItems.of(data, settings)
+    labels = torch.from_numpy(plan.labels.astype(np.int64))
     weights = None if weights is None else weights.to(device)
-    batch_size = settings.batch_size
-    step = (epoch - 1) * steps_per_epoch(len(data.windows), batch_size)
-    total_steps = settings.num_epochs * steps_per_epoch(len(data.windows), batch_size)
-    order = rng.permutation(len(data.windows))
+    step, total_steps = (epoch - 1) * plan.steps(), settings.num_epochs * plan.steps()
+    order = plan.items[rng.permutation(plan.items.size)]
     windows = redealt_windows(data.windows, rng) if settings.resample_windows else data.windows
     loss_sum = correct = 0.0
-    for start in range(0, order.size, batch_size):
-        batch = order[start : start + batch_size]
+    for start in range(0, order.size, plan.batch_size):
+        batch = order[start : start + plan.batch_size]
         idx, weight = ranks.part(batch), 1.0
-        if idx.size == 0:  # every rank must take part in each step: a zero-weight window
+        if idx.size == 0:  # every rank must take part in each step: a zero-weight item
             idx, weight = batch[:1], 0.0
         target = labels[idx].to(device)
-        ids, lengths = batch_tensors(windows, idx, device)
+        rows, segment = plan.windows_of(idx)
+        ids, lengths = batch_tensors(windows, rows, device)
         if settings.gene_dropout > 0:
             ids, lengths = drop_gene_pairs(ids, lengths, settings.gene_dropout, rng)
         with autocast(device):
             logits = model(ids, lengths)
+        if segment is not None:
+            logits = cell_mean_log_probs(logits, segment, idx.size)
         losses = nn.functional.cross_entropy(
             logits.float(), target, weight=weights, label_smoothing=settings.label_smoothing, reduction="none"
         )
@@ -295,7 +338,8 @@ def fit(
     if state.epoch and ranks.is_main:
         best = BestModel(averaged_copy(model, state), [r.epoch for r in state.best], state.best_metrics)
         publish(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), best)
-    weights = class_weights(train.window_labels, model.spec.num_classes, settings.class_weight)
+    plan = TrainingItems.of(train, settings)
+    weights = class_weights(plan.labels[plan.items], model.spec.num_classes, settings.class_weight)
     trainer: nn.Module = model
     if ranks.world > 1:
         ids = [ranks.local_rank] if device.type == "cuda" else None
@@ -395,6 +439,7 @@ OBJECTIVE_KEYS = (
     "label_smoothing",
     "gene_dropout",
     "resample_windows",
+    "loss",
     "select_by",
     "average_best",
     "patience",
