@@ -54,7 +54,7 @@ def rebin(results: Path, out: Path, bins: int) -> None:
         windows, labels = load_windows(results / "contexts" / f"{part}.npz")
         windows.tokens = table[windows.tokens].astype(windows.tokens.dtype)
         save_windows(out / "contexts" / f"{part}.npz", windows, labels)
-    print(f"{results.parents[2].name}: bins 1..{vocab.num_bins + 1} -> 1..{bins + 1}")
+    print(f"{results.parents[2].name}: {vocab.n_bin_tokens} bin tokens -> {bins + 1}")
 
 
 def main(argv: list[str]) -> int:
