@@ -20,6 +20,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+from reslide import rewrite_bundle
 
 from scgenai_flow.contexts import load_windows, save_windows
 from scgenai_flow.preprocess import bin_rows
@@ -44,7 +45,13 @@ def check_mapping(train_h5ad: Path, binning: str, num_bins: int, bins: int) -> N
 
 def rebin(results: Path, out: Path, bins: int) -> None:
     """Write the windows of one harness run's results with merged bin tokens."""
-    vocab = Vocabulary.load(results / "vocab")
+    vocab, binning = Vocabulary.load(results / "vocab"), read_binning(results / "vocab")
+    if binning not in ("cell_range", "unit_range") or vocab.num_bins % bins:
+        raise SystemExit(
+            f"{results}/vocab: {binning} x {vocab.num_bins}; expected cell_range or unit_range"
+            f" bins, a multiple of {bins}"
+        )
+    check_mapping(results.parents[2] / "data" / "train.h5ad", binning, vocab.num_bins, bins)
     table = np.arange(vocab.size, dtype=np.int64)
     old_ids = vocab.bin_offset + np.arange(vocab.n_bin_tokens)
     table[old_ids] = vocab.bin_offset + merged_bins(vocab.num_bins, bins)[1:] - 1
@@ -63,20 +70,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--bins", type=int, required=True, help="bins after merging")
     args = parser.parse_args(argv)
-    for seed_dir in sorted(args.data.glob("seed_*")):
-        target = args.out / seed_dir.name
-        target.mkdir(parents=True, exist_ok=True)
-        for table in ("metrics.csv", "per_class_f1.csv"):
-            shutil.copy(seed_dir / table, target / table)
-        for results in sorted(seed_dir.glob("runs/*/results")):
-            num_bins, binning = Vocabulary.load(results / "vocab").num_bins, read_binning(results / "vocab")
-            if binning not in ("cell_range", "unit_range") or num_bins % args.bins:
-                raise SystemExit(
-                    f"{results}/vocab: {binning} x {num_bins}; expected cell_range or unit_range"
-                    f" bins, a multiple of {args.bins}"
-                )
-            check_mapping(seed_dir / "data" / "train.h5ad", binning, num_bins, args.bins)
-            rebin(results, target / "runs" / results.parent.name / "results", args.bins)
+    rewrite_bundle(args.data, args.out, lambda results, out: rebin(results, out, args.bins))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,18 @@ def reslide(results: Path, out: Path, length: int, stride: int) -> None:
         print(f"{results.parents[2].name} {part}: {windows.tokens.shape} -> {new.tokens.shape}")
 
 
+def rewrite_bundle(data: Path, out: Path, rewrite: Callable[[Path, Path], None]) -> None:
+    """Copy harness dir `data` to `out`: each split's baseline tables as they are, and each
+    run's `results` (windows, vocabulary) through `rewrite(results, out_results)`."""
+    for seed_dir in sorted(data.glob("seed_*")):
+        target = out / seed_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for table in ("metrics.csv", "per_class_f1.csv"):
+            shutil.copy(seed_dir / table, target / table)
+        for results in sorted(seed_dir.glob("runs/*/results")):
+            rewrite(results, target / "runs" / results.parent.name / "results")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
@@ -60,13 +73,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: half)")
     args = parser.parse_args(argv)
     stride = args.stride or ContextSettings(max_length=args.length).stride
-    for seed_dir in sorted(args.data.glob("seed_*")):
-        target = args.out / seed_dir.name
-        target.mkdir(parents=True, exist_ok=True)
-        for table in ("metrics.csv", "per_class_f1.csv"):
-            shutil.copy(seed_dir / table, target / table)
-        for results in sorted(seed_dir.glob("runs/*/results")):
-            reslide(results, target / "runs" / results.parent.name / "results", args.length, stride)
+    rewrite_bundle(args.data, args.out, lambda results, out: reslide(results, out, args.length, stride))
     return 0
 
 
