@@ -15,5 +15,6 @@ with stage(snakemake.log[0]):
         target=snakemake.output[0],
         aggregation=snakemake.params.aggregation,
         calibrate=snakemake.params.calibrate,
+        logit_adjustment=snakemake.params.logit_adjustment,
         unassigned_below=snakemake.params.unassigned_below,
     )

@@ -12,5 +12,6 @@ with stage(snakemake.log[0]):
         run_info=snakemake.input.run_info,
         bench_dir=snakemake.params.bench_dir,
         loop=snakemake.params.loop,
+        logit_adjustment=snakemake.params.logit_adjustment,
         outputs=ReportOutputs(**snakemake.output),
     )

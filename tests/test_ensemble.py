@@ -15,8 +15,9 @@ import yaml
 
 from scgenai_flow.contexts import ContextSettings, build_windows, load_windows, save_windows
 from scgenai_flow.ensemble import MEMBER_SEED_STEP
+from scgenai_flow.linear import LinearMember, presence
 from scgenai_flow.models import CellClassifier, CellEnsemble, ModelSpec, load_model
-from scgenai_flow.predict import window_probabilities
+from scgenai_flow.predict import decision_scores, fit_temperature, window_probabilities
 from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import (
@@ -100,7 +101,15 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
     measured = evaluate(ensemble, val, 64, CPU, aggregation="mean")
     assert measured == pytest.approx(selection["validation"])
     calibration = json.loads((tmp_path / "ens/best/calibration.json").read_text())
-    assert calibration["temperature"] == pytest.approx(measured["Temperature"])
+    assert calibration["class_cells"] == [25, 25, 25, 25]  # training cells per class
+    # the score temperature fits the networks' and the linear member's mean (the defaults)
+    vocab = Vocabulary.load(window_files / "vocab")
+    member = LinearMember.load(tmp_path / "ens/best", vocab.n_features, len(CLASSES))
+    linear = member.log_probs(presence(val.windows, val.n_cells, vocab))
+    probs = window_probabilities(ensemble, val.windows, 64, CPU)
+    joint, _ = decision_scores(probs, val.windows.cell_index, val.n_cells, "mean", linear)
+    assert calibration["temperature"] == pytest.approx(fit_temperature(joint, val.cell_labels))
+    assert calibration["temperature"] != pytest.approx(measured["Temperature"])  # not the networks' own
     last = load_model(tmp_path / "ens/last")
     assert isinstance(last, CellEnsemble)
     info = yaml.safe_load((tmp_path / "ens/info.yaml").read_text())

@@ -15,13 +15,20 @@ from scgenai_flow.contexts import Windows
 from scgenai_flow.contexts.sliding import redealt_windows, sliding_windows
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import best_row, expected_calibration_error, selection_key
-from scgenai_flow.models import CALIBRATION_FILE, CellClassifier, ModelSpec, read_temperature
+from scgenai_flow.models import (
+    CALIBRATION_FILE,
+    CellClassifier,
+    ModelSpec,
+    read_class_cells,
+    read_temperature,
+)
 from scgenai_flow.predict import (
     UNASSIGNED,
     cell_log_scores,
     fit_temperature,
     predict_cells,
     prediction_table,
+    prior_offsets,
     softmax_rows,
 )
 from scgenai_flow.train import TrainSettings, class_weights, drop_gene_pairs, lr_factor, write_model_dir
@@ -157,6 +164,26 @@ def test_mean_log_scores_per_cell() -> None:
     np.testing.assert_array_equal(window, [1, 2])
 
 
+def test_logit_adjustment_lets_rare_classes_win_borderline_cells() -> None:
+    assert prior_offsets(np.array([90, 10]), 0.0) is None  # off: the original decisions
+    np.testing.assert_allclose(prior_offsets(np.array([90, 10]), 0.5), -0.5 * np.log([0.9, 0.1]))
+    # cell 0: one clear window; cell 1: a borderline cell whose two windows lean to the common class
+    probs = np.array([[0.95, 0.05], [0.7, 0.3], [0.55, 0.45]], dtype=np.float32)
+    cell_index = np.array([0, 1, 1])
+    for aggregation in ("max", "mean"):
+        plain = predict_cells(probs, cell_index, 2, aggregation)
+        assert plain.label.tolist() == [0, 0] and plain.window.tolist() == [0, 1]
+        shifted = predict_cells(
+            probs, cell_index, 2, aggregation, offsets=prior_offsets(np.array([90, 10]), 1)
+        )
+        assert shifted.label.tolist() == [0, 1]  # the clear cell keeps its class
+        # max: the highest-scoring window still decides; mean: the one that supports class 1 best
+        assert shifted.window.tolist() == [0, 1 if aggregation == "max" else 2]
+    even = predict_cells(probs, cell_index, 2, "mean", offsets=prior_offsets(np.array([50, 50]), 1))
+    np.testing.assert_array_equal(even.label, [0, 0])  # balanced training classes: nothing moves
+    np.testing.assert_allclose(even.score, predict_cells(probs, cell_index, 2, "mean").score, rtol=1e-6)
+
+
 def test_low_scores_become_unassigned() -> None:
     windows = Windows(
         tokens=np.zeros((3, 4), dtype=np.int32),
@@ -182,10 +209,18 @@ def test_model_dirs_carry_their_temperature(tmp_path) -> None:
     vocab = build_vocabulary(np.array(["g1", "g2"]), 3, pd.Series(["x", "y"]), "test")
     vocab.save(tmp_path / "vocab")
     model = CellClassifier(ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 8, 2))
-    write_model_dir(tmp_path / "m", model, tmp_path / "vocab", {}, temperature=1.7)
+    write_model_dir(
+        tmp_path / "m", model, tmp_path / "vocab", {}, temperature=1.7, class_cells=np.array([4, 9])
+    )
     assert read_temperature(tmp_path / "m") == pytest.approx(1.7)
+    np.testing.assert_array_equal(read_class_cells(tmp_path / "m"), [4, 9])
+    (tmp_path / "m" / CALIBRATION_FILE).write_text(json.dumps({"temperature": 1.7, "class_cells": [4]}))
+    with pytest.raises(InputError, match=r"class_cells \[4.0\]; expected 'class_cells'.* 2 counts >= 0"):
+        read_class_cells(tmp_path / "m")
     (tmp_path / "m" / CALIBRATION_FILE).unlink()
     assert read_temperature(tmp_path / "m") == 1.0  # model dirs from before calibration
+    with pytest.raises(InputError, match="retrain with this version, or set predict.logit_adjustment: 0"):
+        read_class_cells(tmp_path / "m")  # nor do they know their training classes
     (tmp_path / "m" / CALIBRATION_FILE).write_text(json.dumps({"temperature": -1}))
     with pytest.raises(InputError, match="calibration.json: temperature -1"):
         read_temperature(tmp_path / "m")

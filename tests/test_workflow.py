@@ -99,6 +99,11 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     # an ensemble of 2 networks (the defaults: 3), trained one after another
     assert list(history["Epoch"]) == [1, 2] * 2 and list(history["Member"]) == [1, 1, 2, 2]
     assert json.loads((results / "model/best_model/config.json").read_text())["members"] == 2
+    # beside them the linear member, and the training cells per class for the logit adjustment
+    assert (results / "model/best_model/linear_member.npz").is_file()
+    train_labels = ad.read_h5ad(results / "preprocessed/train.h5ad").obs["bulk_labels"].value_counts()
+    counts = json.loads((results / "model/best_model/calibration.json").read_text())["class_cells"]
+    assert sorted(counts) == sorted(train_labels[train_labels > 0].tolist())
     assert (results / "model/train_summary.pdf").read_bytes().startswith(b"%PDF")
     for split in ("train", "val", "predict"):
         assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
@@ -138,6 +143,11 @@ def test_nothing_to_do_after_a_run_and_parameter_changes_rerun_only_dependants(f
     epochs = {**TINY, "train": {**TINY["train"], "num_epochs": 3}}
     after_training = {"train": 1, "validate": 1, "report": 1, "predict": 1, "prediction_report": 1}
     assert planned_jobs(finished_run, "all", config=epochs) == {**after_training, "all": 1}
+    linear_off = {**TINY, "model": {**TINY["model"], "linear_member": False}}
+    assert planned_jobs(finished_run, "all", config=linear_off) == {**after_training, "all": 1}
+    adjusted = {**TINY, "predict": {"logit_adjustment": 0.25}}  # prediction only: no retraining
+    after_prediction = {"validate": 1, "report": 1, "predict": 1, "prediction_report": 1, "all": 1}
+    assert planned_jobs(finished_run, "all", config=adjusted) == after_prediction
     length = {**TINY, "context": {"max_length": 64}}
     assert planned_jobs(finished_run, "all", config=length) == {**after_training, "contexts": 3, "all": 1}
     bins = {**TINY, "preprocess": {"min_cells": 150, "num_bins": 5}}
@@ -203,10 +213,12 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
     best = selection["validation"]  # the ensemble's own validation metrics
     assert f"validation accuracy {best['Validation Accuracy']:.3f} (cells)" in text
     assert "mean of 2 networks (epochs " + " | ".join(held) + "), from 2 networks x 2 epochs" in text
-    # the report's validation table is the best model's cells: the same accuracy as its metrics
+    # the report's validation table is the best model's cells as predict decides them: the
+    # networks' log-probabilities averaged with the linear member's, plus the logit adjustment
     metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
-    assert metrics.loc["accuracy", "f1"] == pytest.approx(best["Validation Accuracy"])
-    assert metrics.loc["macro avg", "f1"] == pytest.approx(best["Validation Macro F1"])
+    scores = f"accuracy {metrics.loc['accuracy', 'f1']:.3f}, macro-F1 {metrics.loc['macro avg', 'f1']:.3f}"
+    rule = "the networks and the linear member (mean log-probability), logit adjustment 1"
+    assert f"validation cells as predicted {scores}: {rule}" in text
     assert (
         metrics.loc["accuracy", "support"]
         == yaml.safe_load((model / "run_info.yaml").read_text())["val_cells"]

@@ -6,8 +6,11 @@ jobs run side by side, e.g. on one GPU), then score them beside the harness's ba
 
 The grid file names the data sets (harness `--out` dirs under --data-root, whose
 `seed_S/runs/NAME/results` hold the windows and `seed_S/metrics.csv` the baselines), the seeds
-(splits), the candidates: `set` (screen.py overrides) and `members` (an ensemble of that many
-runs with seeds S, S + 1000, ...: their cell log-scores are averaged), and optionally `order`:
+(splits), the candidates: `set` (screen.py overrides), `members` (an ensemble of that many
+runs with seeds S, S + 1000, ...: their cell log-scores are averaged) and `decide` (how cells
+are decided from them: `linear_member: true` averages in the package's linear member, fitted
+on the split's training windows; `logit_adjustment: s` as predict's; candidates differing
+only there share their runs), and optionally `order`:
 blocks of candidates x data sets, the only jobs run, in that order. Jobs already done are kept;
 none starts after --budget seconds, and those running at --limit are stopped. Per data set,
 OUT/DATASET/seed_S/metrics.csv holds `ours:CANDIDATE` rows beside the baselines, and
@@ -18,6 +21,7 @@ summary.py's tables go to OUT/DATASET, with each candidate against the first in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -31,7 +35,10 @@ import report
 import summary
 import yaml
 
-from scgenai_flow.predict import fit_temperature, softmax_rows
+from scgenai_flow.contexts import load_windows
+from scgenai_flow.linear import fit_linear, presence
+from scgenai_flow.predict import fit_temperature, joint_scores, prior_offsets, softmax_rows
+from scgenai_flow.train import LabelledWindows
 from scgenai_flow.vocab import Vocabulary
 
 HERE = Path(__file__).resolve().parent
@@ -139,10 +146,16 @@ def candidate_row(
         return None
     scores = [np.load(o / "scores.npz") for o in outs]
     val, test = (np.mean([s[part] for s in scores], axis=0) for part in ("val", "test"))
+    decide = (grid["candidates"][name] or {}).get("decide") or {}
+    results = run_dir(args.data_root / grid["datasets"][dataset], split) / "results"
+    classes = Vocabulary.load(results / "vocab").classes
+    linear = {"val": None, "test": None}
+    if decide.get("linear_member"):
+        linear = linear_log_probs(results)
+    class_cells = LabelledWindows(*load_windows(results / "contexts" / "train.npz")).class_cells(classes.size)
+    offsets = prior_offsets(class_cells, float(decide.get("logit_adjustment", 0)))
+    val, test = joint_scores(val, linear["val"]), joint_scores(test, linear["test"], offsets)
     temperature = fit_temperature(val, scores[0]["val_labels"])
-    classes = Vocabulary.load(
-        run_dir(args.data_root / grid["datasets"][dataset], split) / "results" / "vocab"
-    ).classes
     label = test.argmax(axis=1)
     result = {
         "predicted": classes[label],
@@ -151,6 +164,20 @@ def candidate_row(
         "predict_s": np.nan,
     }
     return report.score(f"ours:{name}", classes[scores[0]["test_labels"]], result)
+
+
+@functools.cache
+def linear_log_probs(results: Path) -> dict[str, np.ndarray]:
+    """The linear member of a harness run's training windows: its validation and test cells'
+    log-probabilities."""
+    vocab = Vocabulary.load(results / "vocab")
+    parts = {
+        p: load_windows(results / "contexts" / f"{f}.npz")
+        for p, f in (("train", "train"), ("val", "val"), ("test", "predict"))
+    }
+    cells = {p: presence(w, labels.size, vocab) for p, (w, labels) in parts.items()}
+    member = fit_linear(cells["train"], parts["train"][1], vocab.classes.size)
+    return {p: member.log_probs(cells[p]) for p in ("val", "test")}
 
 
 def write_tables(args: argparse.Namespace) -> None:

@@ -84,8 +84,47 @@ def cell_log_scores(
         return log_probs[window], window
     counts = np.diff(np.append(first, cell_index.size))[:, None]
     mean = np.add.reduceat(log_probs, first, axis=0) / counts
-    support = probs[np.arange(cell_index.size), mean.argmax(axis=1)[cell_index]]
-    return mean, _argmax_per_cell(support, cell_index, first)
+    return mean, supporting_windows(probs, cell_index, first, mean.argmax(axis=1))
+
+
+def supporting_windows(
+    probs: np.ndarray, cell_index: np.ndarray, first: np.ndarray, label: np.ndarray
+) -> np.ndarray:
+    """Per cell, its window with the highest probability of the cell's class `label`."""
+    support = probs[np.arange(cell_index.size), label[cell_index]]
+    return _argmax_per_cell(support, cell_index, first)
+
+
+def joint_scores(
+    log_scores: np.ndarray, linear: np.ndarray | None = None, offsets: np.ndarray | None = None
+) -> np.ndarray:
+    """Cells' network log-scores averaged with the linear member's log-probabilities, plus the
+    class offsets (either may be None)."""
+    if linear is not None:
+        log_scores = (log_scores + linear) / 2
+    return log_scores if offsets is None else log_scores + offsets
+
+
+def decision_scores(
+    probs: np.ndarray,
+    cell_index: np.ndarray,
+    n_cells: int,
+    aggregation: str = "max",
+    linear: np.ndarray | None = None,
+    offsets: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class log-scores that decide each cell, and the window that supports its class best:
+    the windows' `cell_log_scores`, averaged with the linear member's log-probabilities
+    (`linear`, per cell), plus the class `offsets` of `prior_offsets`."""
+    log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
+    if linear is None and offsets is None:
+        return log_scores, window
+    log_scores = joint_scores(log_scores, linear, offsets)
+    if aggregation == "mean":  # the class may have changed: the window that supports it
+        window = supporting_windows(
+            probs, cell_index, first_windows(cell_index, n_cells), log_scores.argmax(1)
+        )
+    return log_scores, window
 
 
 def softmax_rows(log_scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -95,16 +134,27 @@ def softmax_rows(log_scores: np.ndarray, temperature: float = 1.0) -> np.ndarray
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def prior_offsets(class_cells: np.ndarray, strength: float) -> np.ndarray | None:
+    """Post-hoc logit adjustment: -strength x log(training share) per class, added to a cell's
+    class log-scores so that rare classes need less evidence; None when `strength` is 0."""
+    if strength == 0:
+        return None
+    cells = np.maximum(np.asarray(class_cells, dtype=float), 1.0)
+    return -strength * np.log(cells / cells.sum())
+
+
 def predict_cells(
     probs: np.ndarray,
     cell_index: np.ndarray,
     n_cells: int,
     aggregation: str = "max",
     temperature: float = 1.0,
+    linear: np.ndarray | None = None,
+    offsets: np.ndarray | None = None,
 ) -> CellPredictions:
-    """Each cell's class (the top of its aggregated log-scores, see `cell_log_scores`), the
-    deciding window, and the class's probability after temperature scaling."""
-    log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
+    """Each cell's class (the top of its `decision_scores`), the deciding window, and the
+    class's probability after temperature scaling."""
+    log_scores, window = decision_scores(probs, cell_index, n_cells, aggregation, linear, offsets)
     label = log_scores.argmax(axis=1)
     score = softmax_rows(log_scores, temperature)[np.arange(n_cells), label]
     return CellPredictions(window=window, label=label, score=score)
@@ -182,15 +232,18 @@ def predict_from_files(
     aggregation: str = "max",
     calibrate: bool = True,
     unassigned_below: float | None = None,
+    logit_adjustment: float = 0.0,
 ) -> pd.DataFrame:
-    """Predict every cell of a preprocessed file from its saved windows; write the CSV. Scores
-    use the model's fitted temperature when `calibrate`; cells scoring below `unassigned_below`
-    are called `Unassigned`."""
+    """Predict every cell of a preprocessed file from its saved windows (and the model's linear
+    member, if it has one); write the CSV. Scores use the model's fitted temperature when
+    `calibrate`; `logit_adjustment` shifts decisions towards the model's rare training classes
+    (`prior_offsets`); cells scoring below `unassigned_below` are called `Unassigned`."""
     import logging
 
     from .contexts import load_windows
     from .io import read_obs, write_csv
-    from .models import load_model, read_temperature
+    from .linear import LinearMember, presence
+    from .models import load_model, read_class_cells, read_temperature
     from .runtime import select_device
     from .vocab import Vocabulary
 
@@ -209,7 +262,10 @@ def predict_from_files(
     obs = read_obs(cells_h5ad)
     probs = window_probabilities(model, windows, batch_size, device)
     temperature = read_temperature(model_dir) if calibrate else 1.0
-    cells = predict_cells(probs, windows.cell_index, len(obs), aggregation, temperature)
+    member = LinearMember.load(model_dir, vocab.n_features, vocab.classes.size)
+    linear = member.log_probs(presence(windows, len(obs), vocab)) if member else None
+    offsets = prior_offsets(read_class_cells(model_dir), logit_adjustment) if logit_adjustment else None
+    cells = predict_cells(probs, windows.cell_index, len(obs), aggregation, temperature, linear, offsets)
     table = prediction_table(obs, windows, cells, vocab.classes, unassigned_below)
     known = labels >= 0
     if known.any():

@@ -31,6 +31,7 @@ from reportlab.platypus.flowables import Flowable
 
 from . import figures
 from .io import atomic_path, write_csv
+from .linear import LINEAR_FILE
 from .metrics import SELECTION_FILE, Evaluation, best_row, evaluate_predictions
 
 STYLES = getSampleStyleSheet()
@@ -268,6 +269,19 @@ def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, A
     )
 
 
+def decision_row(evaluation: Evaluation, model_dir: Path, logit_adjustment: float) -> tuple[str, str]:
+    """The first page's line on the validation cells as predict decides them (the per-class
+    table's numbers), which may add the linear member and the logit adjustment to the networks."""
+    rule = "the networks"
+    if (model_dir / LINEAR_FILE).is_file():
+        rule += " and the linear member (mean log-probability)"
+    if logit_adjustment:
+        rule += f", logit adjustment {logit_adjustment:g}"
+    table = evaluation.table
+    scores = f"accuracy {table.loc['accuracy', 'f1']:.3f}, macro-F1 {table.loc['macro avg', 'f1']:.3f}"
+    return "validation cells as predicted", f"{scores}: {rule}"
+
+
 @dataclass(frozen=True)
 class ReportOutputs:
     """Where the report rule writes."""
@@ -287,8 +301,10 @@ def summary_from_files(
     bench_dir: str,
     loop: str,
     outputs: ReportOutputs,
+    logit_adjustment: float = 0.0,
 ) -> None:
-    """The summary PDF and its figures/tables from the training rule's outputs."""
+    """The summary PDF and its figures/tables from the training rule's outputs (the validation
+    cells as the validate rule predicted them, with `logit_adjustment`)."""
     history = pd.read_csv(history_csv)
     settings = yaml.safe_load((Path(model_dir) / "train_setting.yaml").read_text())
     spec = json.loads((Path(model_dir) / "config.json").read_text())
@@ -300,6 +316,7 @@ def summary_from_files(
     metric = select_by(settings)
     selection = best_selection(history, metric, model_dir)
     facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]
+    facts.append(decision_row(evaluation, Path(model_dir), logit_adjustment))
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({epochs_trained(history)})"))
     held = best_epochs(selection)
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf, held)

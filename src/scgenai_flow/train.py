@@ -30,6 +30,7 @@ from .contexts import Windows, load_windows
 from .contexts.sliding import redealt_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path
+from .linear import LinearMember, fit_linear, presence
 from .metrics import SELECTION_FILE, best_row, macro_f1, selection_key
 from .models import (
     CellClassifier,
@@ -40,7 +41,7 @@ from .models import (
     member_networks,
     save_model,
 )
-from .predict import batch_tensors, cell_log_scores, fit_temperature, window_probabilities
+from .predict import batch_tensors, cell_log_scores, decision_scores, fit_temperature, window_probabilities
 from .runtime import autocast, select_device
 from .vocab import Vocabulary
 
@@ -136,6 +137,10 @@ class LabelledWindows:
     @property
     def n_cells(self) -> int:
         return int(self.cell_labels.size)
+
+    def class_cells(self, n_classes: int) -> np.ndarray:
+        """Labelled cells per class."""
+        return np.bincount(self.cell_labels[self.cell_labels >= 0], minlength=n_classes)
 
 
 @dataclass(frozen=True)
@@ -384,13 +389,18 @@ def write_model_dir(
     settings: dict,
     temperature: float = 1.0,
     selection: dict | None = None,
+    class_cells: np.ndarray | None = None,
+    linear: LinearMember | None = None,
 ) -> None:
     """A self-contained model directory: the vocabulary dir's files (vocabulary, tokenizer,
-    context reference), the network, its score temperature, the effective settings and, for
-    best_model, which epochs it holds; written atomically."""
+    context reference), the network, its score temperature and training cells per class, the
+    linear member if any, the effective settings and, for best_model, which epochs it holds;
+    written atomically."""
     with atomic_path(target) as tmp:
         shutil.copytree(vocab_dir, tmp, ignore=shutil.ignore_patterns(".*"))
-        save_model(model, tmp, temperature)
+        save_model(model, tmp, temperature, None if class_cells is None else class_cells.tolist())
+        if linear is not None:
+            linear.save(tmp)
         (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
         if selection is not None:
             (tmp / SELECTION_FILE).write_text(json.dumps(selection, indent=1))
@@ -520,10 +530,17 @@ def train_from_files(
         if not ranks.is_main:
             return
         best, last = published_models(runs, val, settings, device)
-        write_model_dir(
-            outputs.best_model, best.model, vocab_dir, config, best.metrics["Temperature"], best.selection
+        class_cells = train.class_cells(vocab.classes.size)
+        member, val_linear = (
+            linear_member(vocab, train, val) if config["model"].get("linear_member") else (None, None)
         )
-        write_model_dir(outputs.last_model, last.model, vocab_dir, config, last.metrics["Temperature"])
+        for target, published in ((outputs.best_model, best), (outputs.last_model, last)):
+            temperature, selection = published.metrics["Temperature"], published.selection
+            if val_linear is not None:  # the networks' own temperature would not fit the average
+                temperature = joint_temperature(published.model, val, val_linear, settings, device)
+            write_model_dir(
+                target, published.model, vocab_dir, config, temperature, selection, class_cells, member
+            )
         if outputs.run_info:
             facts = run_facts(best.model, vocab, train, val, device, threads)
             facts["processes"] = ranks.world
@@ -532,6 +549,34 @@ def train_from_files(
         if checkpoint:  # finished: nothing left to resume
             for number in range(1, len(runs) + 1):
                 Path(member_checkpoint(checkpoint, number)).unlink(missing_ok=True)
+
+
+def linear_member(
+    vocab: Vocabulary, train: LabelledWindows, val: LabelledWindows
+) -> tuple[LinearMember, np.ndarray]:
+    """The linear member fitted on the training cells' gene presence, and its validation
+    cells' log-probabilities."""
+    started = time.perf_counter()
+    member = fit_linear(presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size)
+    val_log_probs = member.log_probs(presence(val.windows, val.n_cells, vocab))
+    label = val_log_probs.argmax(axis=1)
+    log.info(
+        "linear member (%d features, %.1f s): validation accuracy %.4f, macro-F1 %.4f",
+        vocab.n_features, time.perf_counter() - started, (label == val.cell_labels).mean(),
+        macro_f1(val.cell_labels, label, vocab.classes.size),
+    )  # fmt: skip
+    return member, val_log_probs
+
+
+def joint_temperature(
+    model: Classifier, val: LabelledWindows, linear: np.ndarray, settings: TrainSettings, device: torch.device
+) -> float:
+    """The temperature that calibrates the networks' and the linear member's averaged cell
+    scores on the validation cells."""
+    probs = window_probabilities(model.to(device), val.windows, settings.eval_batch_size, device)
+    model.to("cpu")
+    scores, _ = decision_scores(probs, val.windows.cell_index, val.n_cells, settings.aggregation, linear)
+    return fit_temperature(scores, val.cell_labels)
 
 
 def run_facts(

@@ -23,6 +23,7 @@ if SHARDS == 1:
             batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"]["aggregation"],
             calibrate=config["predict"]["calibrate"],
+            logit_adjustment=config["predict"]["logit_adjustment"],
             unassigned_below=config["predict"]["unassigned_below"],
         script:
             "../../scripts/predict.py"
@@ -78,6 +79,7 @@ else:
             batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"]["aggregation"],
             calibrate=config["predict"]["calibrate"],
+            logit_adjustment=config["predict"]["logit_adjustment"],
             unassigned_below=config["predict"]["unassigned_below"],
         script:
             "../../scripts/predict.py"

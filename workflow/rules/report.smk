@@ -23,6 +23,7 @@ rule validate:
         batch_size=config["predict"]["batch_size"],
         aggregation=config["predict"]["aggregation"],
         calibrate=config["predict"]["calibrate"],
+        logit_adjustment=config["predict"]["logit_adjustment"],
         unassigned_below=None,  # the report compares every validation cell's class
     script:
         "../../scripts/predict.py"
@@ -80,5 +81,6 @@ rule report:
     params:
         bench_dir=lambda wc: f"{R}/benchmarks/{RUN_DIRS[wc.run]}",
         loop=lambda wc: "finetune" if wc.run == "finetune" else "train",
+        logit_adjustment=config["predict"]["logit_adjustment"],
     script:
         "../../scripts/report.py"

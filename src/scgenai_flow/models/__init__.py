@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -177,11 +178,17 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(model: Classifier, directory: Path, temperature: float = 1.0) -> None:
-    """Write `config.json`, the weights and the score temperature into an existing directory."""
+def save_model(
+    model: Classifier, directory: Path, temperature: float = 1.0, class_cells: list[int] | None = None
+) -> None:
+    """Write `config.json`, the weights, the score temperature and the training cells per class
+    (for logit adjustment) into an existing directory."""
     (directory / CONFIG_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
-    (directory / CALIBRATION_FILE).write_text(json.dumps({"temperature": float(temperature)}) + "\n")
+    calibration = {"temperature": float(temperature)}
+    if class_cells is not None:
+        calibration["class_cells"] = [int(n) for n in class_cells]
+    (directory / CALIBRATION_FILE).write_text(json.dumps(calibration) + "\n")
 
 
 def read_temperature(directory: str | Path) -> float:
@@ -197,6 +204,24 @@ def read_temperature(directory: str | Path) -> float:
     if not temperature > 0:
         raise InputError(f"{path}: temperature {temperature}; expected a positive number")
     return temperature
+
+
+def read_class_cells(directory: str | Path) -> np.ndarray:
+    """The training cells per class (`calibration.json`'s `class_cells`, vocabulary class order),
+    which `predict.logit_adjustment` needs."""
+    path = Path(directory) / CALIBRATION_FILE
+    expected = (
+        f"expected 'class_cells' (training cells per class) in {path}: retrain with this version,"
+        " or set predict.logit_adjustment: 0"
+    )
+    try:
+        cells = np.asarray(json.loads(path.read_text())["class_cells"], dtype=float)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: {err}; {expected}") from err
+    n_classes = read_spec(Path(directory) / CONFIG_FILE).num_classes
+    if cells.shape != (n_classes,) or (cells < 0).any():
+        raise InputError(f"{path}: class_cells {cells.tolist()}; {expected}, {n_classes} counts >= 0")
+    return cells
 
 
 def read_spec(path: Path) -> ModelSpec:
