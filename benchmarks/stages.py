@@ -70,6 +70,18 @@ def run_stage(spec: dict) -> dict:
         reference = str(work / REFERENCE_OPTION[method]) if method in REFERENCE_OPTION else None
         write_vocabulary_dir(vocab, method, reference, vocab_dir)
         detail = f"{vocab.size} tokens, {vocab.classes.size} classes"
+    elif spec["stage"] == "linear_member":  # the train rule's extra step with model.linear_member
+        from scgenai_flow.contexts import load_windows
+        from scgenai_flow.linear import fit_linear, presence
+        from scgenai_flow.vocab import Vocabulary
+
+        windows, labels = load_windows(work / "contexts_random.npz")
+        vocab = Vocabulary.load(vocab_dir)
+        cells = presence(windows, labels.size, vocab)
+        fit_linear(cells, labels, vocab.classes.size)
+        detail = (
+            f"{cells.nnz:,} (cell, gene) presences, {vocab.n_features} genes, {vocab.classes.size} classes"
+        )
     else:
         settings = ContextSettings(method=method, max_length=spec["max_length"], depth=1, seed=1314521)
         target = work / f"contexts_{method}.npz"
@@ -165,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         default="random",
         help="comma-separated context methods to time (random always runs first), e.g. random,genomic",
     )
+    parser.add_argument(
+        "--linear-member",
+        action="store_true",
+        help="also fit the linear member on the windows (not in the targets)",
+    )
     parser.add_argument("--max-seconds", type=float, help="fail if the three stages take longer in total")
     parser.add_argument("--max-rss-mib", type=float, help="fail if any stage peaks above this")
     args = parser.parse_args(argv)
@@ -186,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(launch({**common, **generate, "stage": "generate", "h5ad": str(args.h5ad.resolve())}))
     for stage in STAGES:
         rows.append(launch({**common, "stage": stage, "h5ad": str(args.h5ad.resolve())}))
+    if args.linear_member:
+        rows.append(launch({**common, "stage": "linear_member", "h5ad": str(args.h5ad.resolve())}))
     others = [m for m in args.methods.split(",") if m and m != "random"]
     if others:
         write_references(args.h5ad, args.workdir, args.seed)

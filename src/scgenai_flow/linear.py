@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-import torch
+from scipy.optimize import minimize
 
 from .contexts import Windows
 from .io import InputError
@@ -24,19 +24,24 @@ def presence(windows: Windows, n_cells: int, vocab: Vocabulary) -> sp.csr_matrix
     token is in any of the cell's windows."""
     column_of = np.full(vocab.size, -1, dtype=np.int64)
     column_of[vocab.feature_tokens(np.arange(vocab.n_features))] = np.arange(vocab.n_features)
-    parts = []
+    rows, columns = [np.empty(0, np.int32)], [np.empty(0, np.int32)]
     for start in range(0, len(windows), WINDOWS_PER_CHUNK):
         chunk = windows.subset(slice(start, start + WINDOWS_PER_CHUNK))
-        columns = column_of[chunk.tokens]  # PAD and bin tokens map to -1
-        hit = columns >= 0
-        rows = np.broadcast_to(chunk.cell_index[:, None], columns.shape)[hit]
-        part = sp.coo_matrix(
-            (np.ones(rows.size, dtype=np.float32), (rows, columns[hit])), shape=(n_cells, vocab.n_features)
-        ).tocsr()
-        part.data[:] = 1.0  # a feature repeated in a cell's windows counts once
-        parts.append(part)
-    matrix = sum(parts, sp.csr_matrix((n_cells, vocab.n_features), dtype=np.float32))
-    matrix.data[:] = 1.0
+        column = column_of[chunk.tokens]  # PAD and bin tokens map to -1
+        hit = column >= 0
+        row = np.broadcast_to(chunk.cell_index[:, None], column.shape)[hit]
+        part = as_presence(row, column[hit], n_cells, vocab.n_features).tocoo()  # a chunk's repeats merge
+        rows.append(part.row.astype(np.int32))
+        columns.append(part.col.astype(np.int32))
+    return as_presence(np.concatenate(rows), np.concatenate(columns), n_cells, vocab.n_features)
+
+
+def as_presence(rows: np.ndarray, columns: np.ndarray, n_cells: int, n_features: int) -> sp.csr_matrix:
+    """A cells x features matrix of ones at the (row, column) pairs, repeats counted once."""
+    matrix = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, columns)), shape=(n_cells, n_features)
+    )
+    matrix.data[:] = 1.0  # the conversion summed repeats
     return matrix
 
 
@@ -75,33 +80,28 @@ class LinearMember:
         return member
 
 
-def fit_linear(cells: sp.csr_matrix, labels: np.ndarray, n_classes: int, l2: float = 1.0) -> LinearMember:
+def fit_linear(
+    cells: sp.csr_matrix, labels: np.ndarray, n_classes: int, l2: float = 1.0, max_iter: int = 500
+) -> LinearMember:
     """The minimum of the summed cross-entropy plus l2/2 x squared weights (biases free), as
     scikit-learn's LogisticRegression(C=1/l2) fits it: convex, so L-BFGS reaches the one optimum."""
     known = labels >= 0
-    coo = cells[known].tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    x = torch.sparse_coo_tensor(indices, coo.data.astype(np.float64), coo.shape, check_invariants=True)
-    y = torch.from_numpy(labels[known].astype(np.int64))
-    weights = torch.zeros(cells.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [weights, bias],
-        max_iter=1000,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
-    )
-    scale = 1.0 / max(int(known.sum()), 1)  # the mean keeps L-BFGS's tolerances meaningful
+    x = cells[known].astype(np.float64).tocsr()
+    onehot = np.eye(n_classes)[labels[known]]
+    n_features = x.shape[1]
 
-    def objective() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = torch.sparse.mm(x, weights) + bias
-        loss = scale * (
-            torch.nn.functional.cross_entropy(logits, y, reduction="sum") + 0.5 * l2 * weights.square().sum()
-        )
-        loss.backward()
-        return loss
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weights, bias = theta[:-n_classes].reshape(n_features, n_classes), theta[-n_classes:]
+        logits = np.asarray(x @ weights) + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        residual = np.exp(logits - log_norm) - onehot  # d(cross-entropy)/d(logits)
+        loss = float(-(onehot * (logits - log_norm)).sum() + 0.5 * l2 * (weights**2).sum())
+        gradient = np.concatenate([(x.T @ residual + l2 * weights).ravel(), residual.sum(axis=0)])
+        return loss, gradient
 
-    optimizer.step(objective)
-    return LinearMember(weights.detach().numpy().astype(np.float32), bias.detach().numpy().astype(np.float32))
+    start = np.zeros(n_features * n_classes + n_classes)
+    options = {"maxiter": max_iter, "gtol": 1e-6, "ftol": 1e-12}
+    theta = minimize(objective, start, jac=True, method="L-BFGS-B", options=options).x
+    weights, bias = theta[:-n_classes].reshape(n_features, n_classes), theta[-n_classes:]
+    return LinearMember(weights.astype(np.float32), bias.astype(np.float32))
