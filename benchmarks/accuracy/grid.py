@@ -152,8 +152,9 @@ def candidate_row(
     linear = {"val": None, "test": None}
     if decide.get("linear_member"):
         linear = linear_log_probs(results)
-    class_cells = LabelledWindows(*load_windows(results / "contexts" / "train.npz")).class_cells(classes.size)
-    offsets = prior_offsets(class_cells, float(decide.get("logit_adjustment", 0)))
+    offsets = prior_offsets(
+        training_class_cells(results, classes.size), float(decide.get("logit_adjustment", 0))
+    )
     val, test = joint_scores(val, linear["val"]), joint_scores(test, linear["test"], offsets)
     temperature = fit_temperature(val, scores[0]["val_labels"])
     label = test.argmax(axis=1)
@@ -164,6 +165,12 @@ def candidate_row(
         "predict_s": np.nan,
     }
     return report.score(f"ours:{name}", classes[scores[0]["test_labels"]], result)
+
+
+@functools.cache
+def training_class_cells(results: Path, n_classes: int) -> np.ndarray:
+    """Training cells per class of a harness run (read once per run, not per candidate)."""
+    return LabelledWindows(*load_windows(results / "contexts" / "train.npz")).class_cells(n_classes)
 
 
 @functools.cache
