@@ -10,10 +10,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from scgenai_flow.contexts import ContextSettings, Windows, build_windows
 from scgenai_flow.data import embedded_pbmc68k
 from scgenai_flow.io import write_h5ad
+from scgenai_flow.preprocess import bin_rows
+from scgenai_flow.vocab import Vocabulary, build_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
+FOUR_TYPES = ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +31,24 @@ def pbmc_h5ad(pbmc: ad.AnnData, tmp_path_factory: pytest.TempPathFactory) -> Pat
     path = tmp_path_factory.mktemp("pbmc") / "pbmc.h5ad"
     write_h5ad(pbmc, path)
     return path
+
+
+def four_type_cells(
+    pbmc: ad.AnnData, parts: dict[str, slice]
+) -> tuple[Vocabulary, dict[str, tuple[sp.csr_matrix, Windows, np.ndarray]]]:
+    """Real PBMCs of `FOUR_TYPES` (per part, those rows of each type): binned into 10 levels,
+    their 64-token windows and label ids; the vocabulary is built on the first part."""
+    vocab, cells = None, {}
+    for part, rows in parts.items():
+        keep = np.concatenate([np.flatnonzero(pbmc.obs["bulk_labels"] == c)[rows] for c in FOUR_TYPES])
+        data = pbmc[keep]
+        labels = data.obs["bulk_labels"].astype(str)
+        vocab = vocab or build_vocabulary(np.asarray(data.var_names), 10, labels, "pbmc")
+        binned = bin_rows(sp.csr_matrix(data.X), 10)
+        windows = build_windows(binned, vocab, ContextSettings(max_length=64))
+        cells[part] = (binned, windows, vocab.encode_labels(labels, "pbmc"))
+    assert vocab is not None
+    return vocab, cells
 
 
 def random_counts(n_cells: int, n_genes: int, density: float, seed: int) -> sp.csr_matrix:

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 import yaml
+from conftest import FOUR_TYPES, four_type_cells
 
-from scgenai_flow.contexts import ContextSettings, build_windows, load_windows, save_windows
+from scgenai_flow.contexts import load_windows, save_windows
 from scgenai_flow.ensemble import MEMBER_SEED_STEP
 from scgenai_flow.linear import LinearMember, presence
 from scgenai_flow.models import CellClassifier, CellEnsemble, ModelSpec, load_model
 from scgenai_flow.predict import decision_scores, fit_temperature, window_probabilities
-from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import (
     LabelledWindows,
@@ -27,10 +26,10 @@ from scgenai_flow.train import (
     train_from_files,
     write_model_dir,
 )
-from scgenai_flow.vocab import Vocabulary, build_vocabulary
+from scgenai_flow.vocab import Vocabulary
 
 CPU = torch.device("cpu")
-CLASSES = ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")
+CLASSES = FOUR_TYPES
 CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
 CONFIG["seed"] = 7
 CONFIG["train"].update(num_epochs=2, batch_size=16, learning_rate=2e-3, average_best=2)
@@ -40,14 +39,9 @@ CONFIG["train"].update(num_epochs=2, batch_size=16, learning_rate=2e-3, average_
 def window_files(pbmc, tmp_path_factory) -> Path:
     """Train and validation windows of real PBMCs (four classes) and their vocabulary, on disk."""
     root = tmp_path_factory.mktemp("ensemble")
-    vocab = None
-    for part, cells in (("train", slice(0, 25)), ("val", slice(25, 35))):
-        keep = np.concatenate([np.flatnonzero(pbmc.obs["bulk_labels"] == c)[cells] for c in CLASSES])
-        data = pbmc[keep]
-        labels = data.obs["bulk_labels"].astype(str)
-        vocab = vocab or build_vocabulary(np.asarray(data.var_names), 10, labels, "pbmc")
-        windows = build_windows(bin_rows(sp.csr_matrix(data.X), 10), vocab, ContextSettings(max_length=64))
-        save_windows(root / f"{part}.npz", windows, vocab.encode_labels(labels, "pbmc"))
+    vocab, parts = four_type_cells(pbmc, {"train": slice(0, 25), "val": slice(25, 35)})
+    for part, (_, windows, labels) in parts.items():
+        save_windows(root / f"{part}.npz", windows, labels)
     vocab.save(root / "vocab")
     return root
 

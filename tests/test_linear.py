@@ -7,35 +7,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import FOUR_TYPES, four_type_cells
 
 from scgenai_flow import linear
-from scgenai_flow.contexts import ContextSettings, build_windows
 from scgenai_flow.io import InputError
 from scgenai_flow.linear import LINEAR_FILE, LinearMember, fit_linear, presence
 from scgenai_flow.models import CellClassifier, ModelSpec
 from scgenai_flow.predict import predict_cells, softmax_rows
-from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.train import write_model_dir
-from scgenai_flow.vocab import build_vocabulary
 
-CLASSES = ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")
+CLASSES = FOUR_TYPES
 
 
 @pytest.fixture(scope="module")
 def cells(pbmc):
     """Real PBMCs of four types: 20 training and 10 held-out cells each, binned, with windows
     of 64 tokens (several per cell), the vocabulary and the labels."""
-    parts = {}
-    vocab = None
-    for part, rows in (("train", slice(0, 20)), ("test", slice(20, 30))):
-        keep = np.concatenate([np.flatnonzero(pbmc.obs["bulk_labels"] == c)[rows] for c in CLASSES])
-        data = pbmc[keep]
-        labels = data.obs["bulk_labels"].astype(str)
-        vocab = vocab or build_vocabulary(np.asarray(data.var_names), 10, labels, "pbmc")
-        binned = bin_rows(sp.csr_matrix(data.X), 10)
-        windows = build_windows(binned, vocab, ContextSettings(max_length=64))
-        parts[part] = (binned, windows, vocab.encode_labels(labels, "pbmc"))
-    return vocab, parts
+    return four_type_cells(pbmc, {"train": slice(0, 20), "test": slice(20, 30)})
 
 
 def test_presence_is_which_genes_each_cell_expresses(cells, monkeypatch) -> None:

@@ -8,10 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
+from conftest import four_type_cells
 
-from scgenai_flow.contexts import ContextSettings, build_windows
 from scgenai_flow.ensemble import publisher
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import selection_key
@@ -23,7 +22,6 @@ from scgenai_flow.predict import (
     softmax_rows,
     window_probabilities,
 )
-from scgenai_flow.preprocess import bin_rows
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import (
     LabelledWindows,
@@ -36,7 +34,7 @@ from scgenai_flow.train import (
     stops_early,
     write_model_dir,
 )
-from scgenai_flow.vocab import UNK_ID, build_vocabulary
+from scgenai_flow.vocab import UNK_ID
 
 CPU = torch.device("cpu")
 BACKBONE_NAMES = ["llama", "gpt", "bigbird", "scgent"]
@@ -45,16 +43,8 @@ BACKBONE_NAMES = ["llama", "gpt", "bigbird", "scgent"]
 @pytest.fixture(scope="module")
 def real_windows(pbmc):
     """Windows of 120 real PBMCs from four classes (30 each), 64 tokens long."""
-    keep = np.concatenate(
-        [
-            np.flatnonzero(pbmc.obs["bulk_labels"] == c)[:30]
-            for c in ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")
-        ]
-    )
-    cells = pbmc[keep]
-    vocab = build_vocabulary(np.asarray(cells.var_names), 10, cells.obs["bulk_labels"].astype(str), "pbmc")
-    windows = build_windows(bin_rows(sp.csr_matrix(cells.X), 10), vocab, ContextSettings(max_length=64))
-    labels = vocab.encode_labels(cells.obs["bulk_labels"], "pbmc")
+    vocab, parts = four_type_cells(pbmc, {"train": slice(0, 30)})
+    _, windows, labels = parts["train"]
     return vocab, LabelledWindows(windows, labels)
 
 

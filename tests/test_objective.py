@@ -25,6 +25,7 @@ from scgenai_flow.models import (
 from scgenai_flow.predict import (
     UNASSIGNED,
     cell_log_scores,
+    decision_scores,
     fit_temperature,
     predict_cells,
     prediction_table,
@@ -161,6 +162,8 @@ def test_mean_log_scores_per_cell() -> None:
     probs = np.array([[0.6, 0.4], [0.1, 0.9], [0.7, 0.3]], dtype=np.float32)
     scores, window = cell_log_scores(probs, np.array([0, 0, 1]), 2, "mean")
     np.testing.assert_allclose(scores[0], np.log(probs[:2]).mean(axis=0), rtol=1e-6)
+    assert window is None  # decided with the final class
+    _, window = decision_scores(probs, np.array([0, 0, 1]), 2, "mean")
     np.testing.assert_array_equal(window, [1, 2])
 
 

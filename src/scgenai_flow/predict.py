@@ -71,10 +71,10 @@ AGGREGATIONS = ("max", "mean")
 
 def cell_log_scores(
     probs: np.ndarray, cell_index: np.ndarray, n_cells: int, aggregation: str = "max"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell, a row of class log-scores and the window that supports its top class best.
-    `max` (the original rule): the log-probabilities of the cell's highest-scoring window;
-    `mean`: the mean log-probability over the cell's windows."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per cell, a row of class log-scores. `max` (the original rule): the log-probabilities of
+    the cell's highest-scoring window, also returned; `mean`: the mean log-probability over the
+    cell's windows (window None: `decision_scores` picks the one supporting the final class)."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"predict.aggregation '{aggregation}': expected 'max' or 'mean'")
     first = first_windows(cell_index, n_cells)
@@ -83,8 +83,7 @@ def cell_log_scores(
         window = _argmax_per_cell(probs.max(axis=1), cell_index, first)
         return log_probs[window], window
     counts = np.diff(np.append(first, cell_index.size))[:, None]
-    mean = np.add.reduceat(log_probs, first, axis=0) / counts
-    return mean, supporting_windows(probs, cell_index, first, mean.argmax(axis=1))
+    return np.add.reduceat(log_probs, first, axis=0) / counts, None
 
 
 def supporting_windows(
@@ -117,13 +116,10 @@ def decision_scores(
     the windows' `cell_log_scores`, averaged with the linear member's log-probabilities
     (`linear`, per cell), plus the class `offsets` of `prior_offsets`."""
     log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
-    if linear is None and offsets is None:
-        return log_scores, window
     log_scores = joint_scores(log_scores, linear, offsets)
-    if aggregation == "mean":  # the class may have changed: the window that supports it
-        window = supporting_windows(
-            probs, cell_index, first_windows(cell_index, n_cells), log_scores.argmax(1)
-        )
+    if window is None:  # mean: the window that supports the class decided
+        first = first_windows(cell_index, n_cells)
+        window = supporting_windows(probs, cell_index, first, log_scores.argmax(axis=1))
     return log_scores, window
 
 
