@@ -101,9 +101,12 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
     member = LinearMember.load(tmp_path / "ens/best", vocab.n_features, len(CLASSES))
     linear = member.log_probs(presence(val.windows, val.n_cells, vocab))
     probs = window_probabilities(ensemble, val.windows, 64, CPU)
-    joint, _ = decision_scores(probs, val.windows.cell_index, val.n_cells, "mean", linear)
+    assert fit_temperature(linear, val.cell_labels) == pytest.approx(1.0, rel=0.03)  # it is calibrated
+    assert calibration["network_temperature"] == pytest.approx(measured["Temperature"])
+    own = measured["Temperature"]
+    joint, _ = decision_scores(probs, val.windows.cell_index, val.n_cells, "mean", linear, None, own)
     assert calibration["temperature"] == pytest.approx(fit_temperature(joint, val.cell_labels))
-    assert calibration["temperature"] != pytest.approx(measured["Temperature"])  # not the networks' own
+    assert calibration["temperature"] != pytest.approx(own)  # not the networks' own
     last = load_model(tmp_path / "ens/last")
     assert isinstance(last, CellEnsemble)
     info = yaml.safe_load((tmp_path / "ens/info.yaml").read_text())

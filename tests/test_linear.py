@@ -3,17 +3,26 @@ logistic regression fitted to its optimum, kept in the model dir and averaged wi
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 from conftest import FOUR_TYPES, four_type_cells
 
 from scgenai_flow import linear
-from scgenai_flow.io import InputError
+from scgenai_flow.contexts import save_windows
+from scgenai_flow.io import InputError, write_h5ad
 from scgenai_flow.linear import LINEAR_FILE, LinearMember, fit_linear, presence
-from scgenai_flow.models import CellClassifier, ModelSpec
-from scgenai_flow.predict import predict_cells, softmax_rows
+from scgenai_flow.models import Calibration, CellClassifier, ModelSpec
+from scgenai_flow.predict import (
+    predict_cells,
+    predict_from_files,
+    prior_offsets,
+    softmax_rows,
+    window_probabilities,
+)
 from scgenai_flow.train import write_model_dir
 
 CLASSES = FOUR_TYPES
@@ -48,6 +57,9 @@ def test_the_fit_is_the_regularised_optimum_and_tells_cell_types_apart(cells) ->
     assert np.abs(residual.sum(axis=0)).max() < 1e-3
     held_out = member.log_probs(x["test"]).argmax(axis=1)
     assert (held_out == parts["test"][2]).mean() >= 0.85  # 0.925 on these cells
+    logits = np.asarray(x["test"] @ member.weights) + member.bias
+    sharper = member.calibrated(0.5).log_probs(x["test"])  # logits / temperature
+    np.testing.assert_allclose(np.exp(sharper), softmax_rows(logits, 0.5), rtol=1e-4, atol=1e-6)
     again = fit_linear(x["train"], y, len(CLASSES))
     np.testing.assert_array_equal(again.weights, member.weights)
     unlabelled = np.concatenate([y, np.full(5, -1)])  # cells without a label do not count
@@ -78,3 +90,37 @@ def test_model_dirs_keep_the_member_and_predictions_average_it(cells, tmp_path) 
     assert both.label.tolist() == [1, 3] and both.score[0] == pytest.approx(expected[1], rel=1e-5)
     assert both.window.tolist() == [1, 2]  # the window that supports class 1 best
     assert pd.Series(predict_cells(probs, np.array([0, 0, 1]), 2, "mean").label).tolist() == [0, 3]
+
+
+def test_predicting_from_files_joins_the_networks_the_member_and_the_offsets(cells, tmp_path) -> None:
+    vocab, parts = cells
+    _, windows, y = parts["train"]
+    member = fit_linear(presence(windows, y.size, vocab), y, len(CLASSES)).calibrated(0.5)
+    vocab.save(tmp_path / "vocab")
+    torch.manual_seed(0)
+    network = CellClassifier(ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 64, len(CLASSES)))
+    class_cells = np.array([40, 5, 20, 10])
+    calibration = Calibration(1.3, 2.0, class_cells)
+    write_model_dir(tmp_path / "m", network, tmp_path / "vocab", {}, calibration, linear=member)
+    _, test_windows, test_y = parts["test"]
+    save_windows(tmp_path / "test.npz", test_windows, test_y)
+    write_h5ad(ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(test_y.size)])), tmp_path / "t.h5ad")
+    files = [str(tmp_path / f) for f in ("test.npz", "t.h5ad", "m")]
+    table = predict_from_files(*files, 16, 0, 1, str(tmp_path / "p.csv"), "mean", True, None, 1.0)
+    # the same as deciding by hand: networks / 2.0 averaged with the member, offsets, temperature 1.3
+    probs = window_probabilities(network, test_windows, 16, torch.device("cpu"))
+    linear_log_probs = member.log_probs(presence(test_windows, test_y.size, vocab))
+    offsets = prior_offsets(class_cells, 1.0)
+    expected = predict_cells(
+        probs, test_windows.cell_index, test_y.size, "mean", 1.3, linear_log_probs, offsets, 2.0
+    )
+    assert list(table["PredictedFeature"]) == list(vocab.classes[expected.label])
+    np.testing.assert_allclose(table["prediction_score"], expected.score, rtol=1e-5)
+    plain = predict_cells(probs, test_windows.cell_index, test_y.size, "mean", 1.3, linear_log_probs, offsets)
+    assert not np.allclose(plain.score, expected.score)  # the networks' temperature takes part
+    (tmp_path / "m/calibration.json").write_text('{"temperature": 1.3}')  # a model dir of an older version
+    with pytest.raises(
+        InputError, match=r"calibration.json has no 'class_cells'.* predict.logit_adjustment: 0"
+    ):
+        predict_from_files(*files, 16, 0, 1, str(tmp_path / "q.csv"), "mean", True, None, 1.0)
+    assert not (tmp_path / "q.csv").exists()

@@ -17,10 +17,10 @@ from scgenai_flow.io import InputError
 from scgenai_flow.metrics import best_row, expected_calibration_error, selection_key
 from scgenai_flow.models import (
     CALIBRATION_FILE,
+    Calibration,
     CellClassifier,
     ModelSpec,
-    read_class_cells,
-    read_temperature,
+    read_calibration,
 )
 from scgenai_flow.predict import (
     UNASSIGNED,
@@ -212,21 +212,22 @@ def test_model_dirs_carry_their_temperature(tmp_path) -> None:
     vocab = build_vocabulary(np.array(["g1", "g2"]), 3, pd.Series(["x", "y"]), "test")
     vocab.save(tmp_path / "vocab")
     model = CellClassifier(ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 8, 2))
-    write_model_dir(
-        tmp_path / "m", model, tmp_path / "vocab", {}, temperature=1.7, class_cells=np.array([4, 9])
-    )
-    assert read_temperature(tmp_path / "m") == pytest.approx(1.7)
-    np.testing.assert_array_equal(read_class_cells(tmp_path / "m"), [4, 9])
-    (tmp_path / "m" / CALIBRATION_FILE).write_text(json.dumps({"temperature": 1.7, "class_cells": [4]}))
-    with pytest.raises(InputError, match=r"class_cells \[4.0\]; expected 'class_cells'.* 2 counts >= 0"):
-        read_class_cells(tmp_path / "m")
-    (tmp_path / "m" / CALIBRATION_FILE).unlink()
-    assert read_temperature(tmp_path / "m") == 1.0  # model dirs from before calibration
-    with pytest.raises(InputError, match="retrain with this version, or set predict.logit_adjustment: 0"):
-        read_class_cells(tmp_path / "m")  # nor do they know their training classes
-    (tmp_path / "m" / CALIBRATION_FILE).write_text(json.dumps({"temperature": -1}))
-    with pytest.raises(InputError, match="calibration.json: temperature -1"):
-        read_temperature(tmp_path / "m")
+    write_model_dir(tmp_path / "m", model, tmp_path / "vocab", {}, Calibration(1.7, 0.8, np.array([4, 9])))
+    calibration = read_calibration(tmp_path / "m")
+    assert (calibration.temperature, calibration.network_temperature) == pytest.approx((1.7, 0.8))
+    np.testing.assert_array_equal(calibration.class_cells, [4, 9])
+    path = tmp_path / "m" / CALIBRATION_FILE
+    path.write_text(json.dumps({"temperature": 1.7, "class_cells": [4]}))
+    with pytest.raises(InputError, match=r"calibration.json: class_cells \[4.0\]; expected 2 counts >= 0"):
+        read_calibration(tmp_path / "m")
+    path.write_text(json.dumps({"temperature": 1.7}))  # model dirs from before the linear member
+    assert read_calibration(tmp_path / "m") == Calibration(1.7, 1.0, None)
+    path.unlink()
+    assert read_calibration(tmp_path / "m") == Calibration()  # model dirs from before calibration
+    for bad in ({"temperature": -1}, {"temperature": 1, "network_temperature": 0}, [1.7]):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(InputError, match="calibration.json: .*expected JSON with positive 'temperature'"):
+            read_calibration(tmp_path / "m")
     with pytest.raises(InputError, match="model.pooling 'max' is unknown"):
         ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 8, 2, pooling="max")
     with pytest.raises(InputError, match="model.pair_input 'sum' is unknown"):

@@ -102,8 +102,9 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     # beside them the linear member, and the training cells per class for the logit adjustment
     assert (results / "model/best_model/linear_member.npz").is_file()
     train_labels = ad.read_h5ad(results / "preprocessed/train.h5ad").obs["bulk_labels"].value_counts()
-    counts = json.loads((results / "model/best_model/calibration.json").read_text())["class_cells"]
-    assert sorted(counts) == sorted(train_labels[train_labels > 0].tolist())
+    calibration = json.loads((results / "model/best_model/calibration.json").read_text())
+    assert sorted(calibration["class_cells"]) == sorted(train_labels[train_labels > 0].tolist())
+    assert calibration["network_temperature"] > 0  # the networks' own, for the member's average
     assert (results / "model/train_summary.pdf").read_bytes().startswith(b"%PDF")
     for split in ("train", "val", "predict"):
         assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
@@ -217,7 +218,7 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
     # networks' log-probabilities averaged with the linear member's, plus the logit adjustment
     metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
     scores = f"accuracy {metrics.loc['accuracy', 'f1']:.3f}, macro-F1 {metrics.loc['macro avg', 'f1']:.3f}"
-    rule = "the networks and the linear member (mean log-probability), logit adjustment 1"
+    rule = "the networks and the linear member (mean calibrated log-probability), logit adjustment 1"
     assert f"validation cells as predicted {scores}: {rule}" in text
     assert (
         metrics.loc["accuracy", "support"]

@@ -8,9 +8,11 @@ The grid file names the data sets (harness `--out` dirs under --data-root, whose
 `seed_S/runs/NAME/results` hold the windows and `seed_S/metrics.csv` the baselines), the seeds
 (splits), the candidates: `set` (screen.py overrides), `members` (an ensemble of that many
 runs with seeds S, S + 1000, ...: their cell log-scores are averaged) and `decide` (how cells
-are decided from them: `linear_member: true` averages in the package's linear member, fitted
-on the split's training windows; `logit_adjustment: s` as predict's; candidates differing
-only there share their runs), and optionally `order`:
+are decided from them: `linear_member: calibrated` averages in the package's linear member,
+fitted on the split's training windows, as the package does (each side divided by its own
+validation temperature); `linear_member: true` the previous version's equal, uncalibrated
+average; `logit_adjustment: s` as predict's; candidates differing only there share their
+runs), and optionally `order`:
 blocks of candidates x data sets, the only jobs run, in that order. Jobs already done are kept;
 none starts after --budget seconds, and those running at --limit are stopped. Per data set,
 OUT/DATASET/seed_S/metrics.csv holds `ours:CANDIDATE` rows beside the baselines, and
@@ -38,7 +40,7 @@ import yaml
 from scgenai_flow.contexts import load_windows
 from scgenai_flow.linear import fit_linear, presence
 from scgenai_flow.predict import fit_temperature, joint_scores, prior_offsets, softmax_rows
-from scgenai_flow.train import LabelledWindows
+from scgenai_flow.train import LabelledWindows, linear_member
 from scgenai_flow.vocab import Vocabulary
 
 HERE = Path(__file__).resolve().parent
@@ -149,13 +151,17 @@ def candidate_row(
     decide = (grid["candidates"][name] or {}).get("decide") or {}
     results = run_dir(args.data_root / grid["datasets"][dataset], split) / "results"
     classes = Vocabulary.load(results / "vocab").classes
-    linear = {"val": None, "test": None}
+    linear, network_temperature = {"val": None, "test": None}, 1.0
     if decide.get("linear_member"):
-        linear = linear_log_probs(results)
+        calibrated = decide["linear_member"] == "calibrated"
+        linear = linear_log_probs(results, calibrated)
+        if calibrated:
+            network_temperature = fit_temperature(val, scores[0]["val_labels"])
     offsets = prior_offsets(
         training_class_cells(results, classes.size), float(decide.get("logit_adjustment", 0))
     )
-    val, test = joint_scores(val, linear["val"]), joint_scores(test, linear["test"], offsets)
+    val = joint_scores(val, linear["val"], None, network_temperature)
+    test = joint_scores(test, linear["test"], offsets, network_temperature)
     temperature = fit_temperature(val, scores[0]["val_labels"])
     label = test.argmax(axis=1)
     result = {
@@ -174,17 +180,23 @@ def training_class_cells(results: Path, n_classes: int) -> np.ndarray:
 
 
 @functools.cache
-def linear_log_probs(results: Path) -> dict[str, np.ndarray]:
-    """The linear member of a harness run's training windows: its validation and test cells'
-    log-probabilities."""
+def linear_log_probs(results: Path, calibrated: bool) -> dict[str, np.ndarray]:
+    """The linear member of a harness run's training windows (`calibrated`: as the package
+    keeps it, its temperature fitted on the validation cells; else the previous version's,
+    uncalibrated): its validation and test cells' log-probabilities."""
     vocab = Vocabulary.load(results / "vocab")
     parts = {
-        p: load_windows(results / "contexts" / f"{f}.npz")
+        p: LabelledWindows(*load_windows(results / "contexts" / f"{f}.npz"))
         for p, f in (("train", "train"), ("val", "val"), ("test", "predict"))
     }
-    cells = {p: presence(w, labels.size, vocab) for p, (w, labels) in parts.items()}
-    member = fit_linear(cells["train"], parts["train"][1], vocab.classes.size)
-    return {p: member.log_probs(cells[p]) for p in ("val", "test")}
+    if calibrated:
+        member, _ = linear_member(vocab, parts["train"], parts["val"])
+    else:
+        train = parts["train"]
+        member = fit_linear(
+            presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size
+        )
+    return {p: member.log_probs(presence(parts[p].windows, parts[p].n_cells, vocab)) for p in ("val", "test")}
 
 
 def write_tables(args: argparse.Namespace) -> None:

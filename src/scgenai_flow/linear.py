@@ -58,6 +58,10 @@ class LinearMember:
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
+    def calibrated(self, temperature: float) -> LinearMember:
+        """This member with its logits divided by `temperature` (fitted on validation cells)."""
+        return LinearMember(self.weights / temperature, self.bias / temperature)
+
     def save(self, directory: Path) -> None:
         np.savez(directory / LINEAR_FILE, weights=self.weights, bias=self.bias)
 

@@ -95,12 +95,16 @@ def supporting_windows(
 
 
 def joint_scores(
-    log_scores: np.ndarray, linear: np.ndarray | None = None, offsets: np.ndarray | None = None
+    log_scores: np.ndarray,
+    linear: np.ndarray | None = None,
+    offsets: np.ndarray | None = None,
+    network_temperature: float = 1.0,
 ) -> np.ndarray:
-    """Cells' network log-scores averaged with the linear member's log-probabilities, plus the
-    class offsets (either may be None)."""
+    """Cells' network log-scores, divided by the networks' validation temperature, averaged with
+    the (calibrated) linear member's log-probabilities, plus the class offsets; `linear` and
+    `offsets` may be None."""
     if linear is not None:
-        log_scores = (log_scores + linear) / 2
+        log_scores = (log_scores / network_temperature + linear) / 2
     return log_scores if offsets is None else log_scores + offsets
 
 
@@ -111,12 +115,13 @@ def decision_scores(
     aggregation: str = "max",
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
+    network_temperature: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The class log-scores that decide each cell, and the window that supports its class best:
-    the windows' `cell_log_scores`, averaged with the linear member's log-probabilities
-    (`linear`, per cell), plus the class `offsets` of `prior_offsets`."""
+    """The class log-scores that decide each cell (the windows' `cell_log_scores` joined with
+    the linear member and the class offsets: `joint_scores`), and the window that supports its
+    class best."""
     log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
-    log_scores = joint_scores(log_scores, linear, offsets)
+    log_scores = joint_scores(log_scores, linear, offsets, network_temperature)
     if window is None:  # mean: the window that supports the class decided
         first = first_windows(cell_index, n_cells)
         window = supporting_windows(probs, cell_index, first, log_scores.argmax(axis=1))
@@ -147,10 +152,13 @@ def predict_cells(
     temperature: float = 1.0,
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
+    network_temperature: float = 1.0,
 ) -> CellPredictions:
     """Each cell's class (the top of its `decision_scores`), the deciding window, and the
     class's probability after temperature scaling."""
-    log_scores, window = decision_scores(probs, cell_index, n_cells, aggregation, linear, offsets)
+    log_scores, window = decision_scores(
+        probs, cell_index, n_cells, aggregation, linear, offsets, network_temperature
+    )
     label = log_scores.argmax(axis=1)
     score = softmax_rows(log_scores, temperature)[np.arange(n_cells), label]
     return CellPredictions(window=window, label=label, score=score)
@@ -239,7 +247,7 @@ def predict_from_files(
     from .contexts import load_windows
     from .io import read_obs, write_csv
     from .linear import LinearMember, presence
-    from .models import load_model, read_class_cells, read_temperature
+    from .models import load_model, read_calibration
     from .runtime import select_device
     from .vocab import Vocabulary
 
@@ -257,11 +265,25 @@ def predict_from_files(
         )
     obs = read_obs(cells_h5ad)
     probs = window_probabilities(model, windows, batch_size, device)
-    temperature = read_temperature(model_dir) if calibrate else 1.0
+    calibration = read_calibration(model_dir)
+    if logit_adjustment and calibration.class_cells is None:
+        raise InputError(
+            f"{model_dir}/calibration.json has no 'class_cells' (training cells per class), which"
+            " predict.logit_adjustment needs: retrain with this version, or set predict.logit_adjustment: 0"
+        )
     member = LinearMember.load(model_dir, vocab.n_features, vocab.classes.size)
     linear = member.log_probs(presence(windows, len(obs), vocab)) if member else None
-    offsets = prior_offsets(read_class_cells(model_dir), logit_adjustment) if logit_adjustment else None
-    cells = predict_cells(probs, windows.cell_index, len(obs), aggregation, temperature, linear, offsets)
+    offsets = prior_offsets(calibration.class_cells, logit_adjustment) if logit_adjustment else None
+    cells = predict_cells(
+        probs,
+        windows.cell_index,
+        len(obs),
+        aggregation,
+        calibration.temperature if calibrate else 1.0,
+        linear,
+        offsets,
+        calibration.network_temperature,
+    )
     table = prediction_table(obs, windows, cells, vocab.classes, unassigned_below)
     known = labels >= 0
     if known.any():

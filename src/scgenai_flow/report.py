@@ -274,7 +274,7 @@ def decision_row(evaluation: Evaluation, model_dir: Path, logit_adjustment: floa
     table's numbers), which may add the linear member and the logit adjustment to the networks."""
     rule = "the networks"
     if (model_dir / LINEAR_FILE).is_file():
-        rule += " and the linear member (mean log-probability)"
+        rule += " and the linear member (mean calibrated log-probability)"
     if logit_adjustment:
         rule += f", logit adjustment {logit_adjustment:g}"
     table = evaluation.table

@@ -33,6 +33,7 @@ from .io import InputError, atomic_path
 from .linear import LinearMember, fit_linear, presence
 from .metrics import SELECTION_FILE, best_row, macro_f1, selection_key
 from .models import (
+    Calibration,
     CellClassifier,
     Classifier,
     ModelSpec,
@@ -387,18 +388,17 @@ def write_model_dir(
     model: Classifier,
     vocab_dir: str | Path,
     settings: dict,
-    temperature: float = 1.0,
+    calibration: Calibration | None = None,
     selection: dict | None = None,
-    class_cells: np.ndarray | None = None,
     linear: LinearMember | None = None,
 ) -> None:
     """A self-contained model directory: the vocabulary dir's files (vocabulary, tokenizer,
-    context reference), the network, its score temperature and training cells per class, the
-    linear member if any, the effective settings and, for best_model, which epochs it holds;
+    context reference), the network, its calibration (temperatures, training cells per class),
+    the linear member if any, the effective settings and, for best_model, which epochs it holds;
     written atomically."""
     with atomic_path(target) as tmp:
         shutil.copytree(vocab_dir, tmp, ignore=shutil.ignore_patterns(".*"))
-        save_model(model, tmp, temperature, None if class_cells is None else class_cells.tolist())
+        save_model(model, tmp, calibration)
         if linear is not None:
             linear.save(tmp)
         (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -535,11 +535,13 @@ def train_from_files(
             linear_member(vocab, train, val) if config["model"].get("linear_member") else (None, None)
         )
         for target, published in ((outputs.best_model, best), (outputs.last_model, last)):
-            temperature, selection = published.metrics["Temperature"], published.selection
+            own = published.metrics["Temperature"]  # the networks' own
+            temperature = own
             if val_linear is not None:  # the networks' own temperature would not fit the average
-                temperature = joint_temperature(published.model, val, val_linear, settings, device)
+                temperature = joint_temperature(published.model, val, val_linear, own, settings, device)
+            calibration = Calibration(temperature, own, class_cells)
             write_model_dir(
-                target, published.model, vocab_dir, config, temperature, selection, class_cells, member
+                target, published.model, vocab_dir, config, calibration, published.selection, member
             )
         if outputs.run_info:
             facts = run_facts(best.model, vocab, train, val, device, threads)
@@ -554,28 +556,38 @@ def train_from_files(
 def linear_member(
     vocab: Vocabulary, train: LabelledWindows, val: LabelledWindows
 ) -> tuple[LinearMember, np.ndarray]:
-    """The linear member fitted on the training cells' gene presence, and its validation
-    cells' log-probabilities."""
+    """The linear member fitted on the training cells' gene presence and calibrated on the
+    validation cells (its logits divided by their temperature), and their log-probabilities."""
     started = time.perf_counter()
     member = fit_linear(presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size)
-    val_log_probs = member.log_probs(presence(val.windows, val.n_cells, vocab))
+    val_presence = presence(val.windows, val.n_cells, vocab)
+    temperature = fit_temperature(member.log_probs(val_presence), val.cell_labels)
+    member = member.calibrated(temperature)
+    val_log_probs = member.log_probs(val_presence)
     label = val_log_probs.argmax(axis=1)
     log.info(
-        "linear member (%d features, %.1f s): validation accuracy %.4f, macro-F1 %.4f",
+        "linear member (%d features, %.1f s): validation accuracy %.4f, macro-F1 %.4f, temperature %.3f",
         vocab.n_features, time.perf_counter() - started, (label == val.cell_labels).mean(),
-        macro_f1(val.cell_labels, label, vocab.classes.size),
+        macro_f1(val.cell_labels, label, vocab.classes.size), temperature,
     )  # fmt: skip
     return member, val_log_probs
 
 
 def joint_temperature(
-    model: Classifier, val: LabelledWindows, linear: np.ndarray, settings: TrainSettings, device: torch.device
+    model: Classifier,
+    val: LabelledWindows,
+    linear: np.ndarray,
+    network_temperature: float,
+    settings: TrainSettings,
+    device: torch.device,
 ) -> float:
-    """The temperature that calibrates the networks' and the linear member's averaged cell
-    scores on the validation cells."""
+    """The temperature that calibrates the decided cell scores on the validation cells: the
+    networks' scores (divided by their own temperature) averaged with the linear member's."""
     probs = window_probabilities(model.to(device), val.windows, settings.eval_batch_size, device)
     model.to("cpu")
-    scores, _ = decision_scores(probs, val.windows.cell_index, val.n_cells, settings.aggregation, linear)
+    scores, _ = decision_scores(
+        probs, val.windows.cell_index, val.n_cells, settings.aggregation, linear, None, network_temperature
+    )
     return fit_temperature(scores, val.cell_labels)
 
 

@@ -178,50 +178,54 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(
-    model: Classifier, directory: Path, temperature: float = 1.0, class_cells: list[int] | None = None
-) -> None:
-    """Write `config.json`, the weights, the score temperature and the training cells per class
-    (for logit adjustment) into an existing directory."""
+@dataclass(frozen=True)
+class Calibration:
+    """What a model dir learnt from its validation and training cells (`calibration.json`)."""
+
+    temperature: float = 1.0  # of the decided cells' scores (`prediction_score`)
+    network_temperature: float = 1.0  # the networks' own, applied before the linear member's average
+    class_cells: np.ndarray | None = None  # training cells per class, for logit adjustment
+
+    def to_json(self) -> str:
+        saved: dict = {"temperature": float(self.temperature)}
+        saved["network_temperature"] = float(self.network_temperature)
+        if self.class_cells is not None:
+            saved["class_cells"] = [int(n) for n in self.class_cells]
+        return json.dumps(saved) + "\n"
+
+
+def save_model(model: Classifier, directory: Path, calibration: Calibration | None = None) -> None:
+    """Write `config.json`, the weights and the calibration into an existing directory."""
     (directory / CONFIG_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
-    calibration = {"temperature": float(temperature)}
-    if class_cells is not None:
-        calibration["class_cells"] = [int(n) for n in class_cells]
-    (directory / CALIBRATION_FILE).write_text(json.dumps(calibration) + "\n")
+    (directory / CALIBRATION_FILE).write_text((calibration or Calibration()).to_json())
 
 
-def read_temperature(directory: str | Path) -> float:
-    """The temperature fitted on validation cells (`calibration.json`); 1 for model dirs
-    written without one."""
+def read_calibration(directory: str | Path) -> Calibration:
+    """A model dir's `Calibration`; temperatures of 1 and no class counts for model dirs
+    written before they were kept."""
     path = Path(directory) / CALIBRATION_FILE
     if not path.is_file():
-        return 1.0
+        return Calibration()
+    expected = "expected JSON with positive 'temperature' and 'network_temperature'"
     try:
-        temperature = float(json.loads(path.read_text())["temperature"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{path}: {err}; expected JSON with a positive 'temperature'") from err
-    if not temperature > 0:
-        raise InputError(f"{path}: temperature {temperature}; expected a positive number")
-    return temperature
-
-
-def read_class_cells(directory: str | Path) -> np.ndarray:
-    """The training cells per class (`calibration.json`'s `class_cells`, vocabulary class order),
-    which `predict.logit_adjustment` needs."""
-    path = Path(directory) / CALIBRATION_FILE
-    expected = (
-        f"expected 'class_cells' (training cells per class) in {path}: retrain with this version,"
-        " or set predict.logit_adjustment: 0"
-    )
-    try:
-        cells = np.asarray(json.loads(path.read_text())["class_cells"], dtype=float)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        saved = json.loads(path.read_text())
+        temperatures = [float(saved.get(k, 1.0)) for k in ("temperature", "network_temperature")]
+    except (ValueError, TypeError, AttributeError) as err:
         raise InputError(f"{path}: {err}; {expected}") from err
+    for key, value in zip(("temperature", "network_temperature"), temperatures):
+        if not value > 0:
+            raise InputError(f"{path}: {key} {value}; {expected}")
+    if "class_cells" not in saved:
+        return Calibration(*temperatures)
+    try:
+        cells = np.asarray(saved["class_cells"], dtype=float)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{path}: class_cells: {err}; expected training cells per class") from err
     n_classes = read_spec(Path(directory) / CONFIG_FILE).num_classes
     if cells.shape != (n_classes,) or (cells < 0).any():
-        raise InputError(f"{path}: class_cells {cells.tolist()}; {expected}, {n_classes} counts >= 0")
-    return cells
+        raise InputError(f"{path}: class_cells {cells.tolist()}; expected {n_classes} counts >= 0")
+    return Calibration(*temperatures, cells)
 
 
 def read_spec(path: Path) -> ModelSpec:
