@@ -535,8 +535,7 @@ def train_from_files(
             linear_member(vocab, train, val) if config["model"].get("linear_member") else (None, None)
         )
         for target, published in ((outputs.best_model, best), (outputs.last_model, last)):
-            own = published.metrics["Temperature"]  # the networks' own
-            temperature = own
+            temperature = own = published.metrics["Temperature"]  # the networks' own
             if val_linear is not None:  # the networks' own temperature would not fit the average
                 temperature = joint_temperature(published.model, val, val_linear, own, settings, device)
             calibration = Calibration(temperature, own, class_cells)

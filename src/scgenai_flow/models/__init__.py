@@ -187,8 +187,10 @@ class Calibration:
     class_cells: np.ndarray | None = None  # training cells per class, for logit adjustment
 
     def to_json(self) -> str:
-        saved: dict = {"temperature": float(self.temperature)}
-        saved["network_temperature"] = float(self.network_temperature)
+        saved: dict = {
+            "temperature": float(self.temperature),
+            "network_temperature": float(self.network_temperature),
+        }
         if self.class_cells is not None:
             saved["class_cells"] = [int(n) for n in self.class_cells]
         return json.dumps(saved) + "\n"
