@@ -104,7 +104,9 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
     assert fit_temperature(linear, val.cell_labels) == pytest.approx(1.0, rel=0.03)  # it is calibrated
     assert calibration["network_temperature"] == pytest.approx(measured["Temperature"])
     own = measured["Temperature"]
-    joint, _ = decision_scores(probs, val.windows.cell_index, val.n_cells, "mean", linear, None, own)
+    joint, _ = decision_scores(
+        probs, val.windows.cell_index, val.n_cells, "mean", linear=linear, network_temperature=own
+    )
     assert calibration["temperature"] == pytest.approx(fit_temperature(joint, val.cell_labels))
     assert calibration["temperature"] != pytest.approx(own)  # not the networks' own
     last = load_model(tmp_path / "ens/last")

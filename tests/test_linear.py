@@ -112,11 +112,20 @@ def test_predicting_from_files_joins_the_networks_the_member_and_the_offsets(cel
     linear_log_probs = member.log_probs(presence(test_windows, test_y.size, vocab))
     offsets = prior_offsets(class_cells, 1.0)
     expected = predict_cells(
-        probs, test_windows.cell_index, test_y.size, "mean", 1.3, linear_log_probs, offsets, 2.0
+        probs,
+        test_windows.cell_index,
+        test_y.size,
+        "mean",
+        1.3,
+        linear=linear_log_probs,
+        offsets=offsets,
+        network_temperature=2.0,
     )
     assert list(table["PredictedFeature"]) == list(vocab.classes[expected.label])
     np.testing.assert_allclose(table["prediction_score"], expected.score, rtol=1e-5)
-    plain = predict_cells(probs, test_windows.cell_index, test_y.size, "mean", 1.3, linear_log_probs, offsets)
+    plain = predict_cells(
+        probs, test_windows.cell_index, test_y.size, "mean", 1.3, linear=linear_log_probs, offsets=offsets
+    )
     assert not np.allclose(plain.score, expected.score)  # the networks' temperature takes part
     (tmp_path / "m/calibration.json").write_text('{"temperature": 1.3}')  # a model dir of an older version
     with pytest.raises(

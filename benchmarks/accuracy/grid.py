@@ -160,8 +160,8 @@ def candidate_row(
     offsets = prior_offsets(
         training_class_cells(results, classes.size), float(decide.get("logit_adjustment", 0))
     )
-    val = joint_scores(val, linear["val"], None, network_temperature)
-    test = joint_scores(test, linear["test"], offsets, network_temperature)
+    val = joint_scores(val, linear=linear["val"], network_temperature=network_temperature)
+    test = joint_scores(test, linear=linear["test"], offsets=offsets, network_temperature=network_temperature)
     temperature = fit_temperature(val, scores[0]["val_labels"])
     label = test.argmax(axis=1)
     result = {

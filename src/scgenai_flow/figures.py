@@ -24,26 +24,32 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-CURVES = {
-    "loss": (("Train Loss", "train (windows)"), ("Validation Loss", "validation (windows)")),
-    "score": (
-        ("Train Accuracy", "train accuracy (windows)"),
-        ("Validation Window Accuracy", "validation accuracy (windows)"),
-        ("Validation Accuracy", "validation accuracy (cells)"),
-        ("Validation Macro F1", "validation macro-F1 (cells)"),
-    ),
-}
+def curves(trained_on: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """History columns and their legend labels; the training loss and accuracy are of the
+    items the loss scored (`trained_on`: windows or cells)."""
+    return {
+        "loss": (("Train Loss", f"train ({trained_on})"), ("Validation Loss", "validation (windows)")),
+        "score": (
+            ("Train Accuracy", f"train accuracy ({trained_on})"),
+            ("Validation Window Accuracy", "validation accuracy (windows)"),
+            ("Validation Accuracy", "validation accuracy (cells)"),
+            ("Validation Macro F1", "validation macro-F1 (cells)"),
+        ),
+    }
+
+
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
-def curves_png(history: pd.DataFrame) -> bytes:
+def curves_png(history: pd.DataFrame, trained_on: str = "windows") -> bytes:
     """Loss, and accuracy / macro-F1, per epoch; an ensemble's networks in line styles."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    lines = curves(trained_on)
     members = list(history.groupby("Member")) if "Member" in history else [(1, history)]
     for i, (_, rows) in enumerate(members):
         style = LINE_STYLES[i % len(LINE_STYLES)]
-        for ax, curves in ((loss_ax, CURVES["loss"]), (acc_ax, CURVES["score"])):
-            for colour, (column, label) in enumerate(curves):
+        for ax, kind in ((loss_ax, "loss"), (acc_ax, "score")):
+            for colour, (column, label) in enumerate(lines[kind]):
                 ax.plot(rows["Epoch"], rows[column], marker="o", markersize=3, color=f"C{colour}",
                         linestyle=style, label=label if i == 0 else None)  # fmt: skip
     note = f" ({len(members)} networks: solid, dashed, dotted, ...)" if len(members) > 1 else ""

@@ -96,6 +96,7 @@ def supporting_windows(
 
 def joint_scores(
     log_scores: np.ndarray,
+    *,
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     network_temperature: float = 1.0,
@@ -113,6 +114,7 @@ def decision_scores(
     cell_index: np.ndarray,
     n_cells: int,
     aggregation: str = "max",
+    *,
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     network_temperature: float = 1.0,
@@ -121,7 +123,9 @@ def decision_scores(
     the linear member and the class offsets: `joint_scores`), and the window that supports its
     class best."""
     log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
-    log_scores = joint_scores(log_scores, linear, offsets, network_temperature)
+    log_scores = joint_scores(
+        log_scores, linear=linear, offsets=offsets, network_temperature=network_temperature
+    )
     if window is None:  # mean: the window that supports the class decided
         first = first_windows(cell_index, n_cells)
         window = supporting_windows(probs, cell_index, first, log_scores.argmax(axis=1))
@@ -150,6 +154,7 @@ def predict_cells(
     n_cells: int,
     aggregation: str = "max",
     temperature: float = 1.0,
+    *,
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     network_temperature: float = 1.0,
@@ -157,7 +162,13 @@ def predict_cells(
     """Each cell's class (the top of its `decision_scores`), the deciding window, and the
     class's probability after temperature scaling."""
     log_scores, window = decision_scores(
-        probs, cell_index, n_cells, aggregation, linear, offsets, network_temperature
+        probs,
+        cell_index,
+        n_cells,
+        aggregation,
+        linear=linear,
+        offsets=offsets,
+        network_temperature=network_temperature,
     )
     label = log_scores.argmax(axis=1)
     score = softmax_rows(log_scores, temperature)[np.arange(n_cells), label]
@@ -280,9 +291,9 @@ def predict_from_files(
         len(obs),
         aggregation,
         calibration.temperature if calibrate else 1.0,
-        linear,
-        offsets,
-        calibration.network_temperature,
+        linear=linear,
+        offsets=offsets,
+        network_temperature=calibration.network_temperature,
     )
     table = prediction_table(obs, windows, cells, vocab.classes, unassigned_below)
     known = labels >= 0

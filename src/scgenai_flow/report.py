@@ -115,9 +115,9 @@ class SummaryFigures:
     scores: bytes
 
 
-def summary_figures(history: pd.DataFrame, evaluation: Evaluation) -> SummaryFigures:
+def summary_figures(history: pd.DataFrame, evaluation: Evaluation, trained_on: str) -> SummaryFigures:
     return SummaryFigures(
-        curves=figures.curves_png(history),
+        curves=figures.curves_png(history, trained_on),
         confusion=figures.confusion_png(
             evaluation.counts, evaluation.classes, "Validation, best model (row-normalised)"
         ),
@@ -312,7 +312,8 @@ def summary_from_files(
     predictions = pd.read_csv(validation_csv, index_col=0)
     evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
     stages = stage_times(bench_dir)
-    pictures = summary_figures(history, evaluation)
+    trained_on = "cells" if settings["train"].get("loss") == "cell" else "windows"
+    pictures = summary_figures(history, evaluation, trained_on)
     metric = select_by(settings)
     selection = best_selection(history, metric, model_dir)
     facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]

@@ -585,7 +585,12 @@ def joint_temperature(
     probs = window_probabilities(model.to(device), val.windows, settings.eval_batch_size, device)
     model.to("cpu")
     scores, _ = decision_scores(
-        probs, val.windows.cell_index, val.n_cells, settings.aggregation, linear, None, network_temperature
+        probs,
+        val.windows.cell_index,
+        val.n_cells,
+        settings.aggregation,
+        linear=linear,
+        network_temperature=network_temperature,
     )
     return fit_temperature(scores, val.cell_labels)
 

@@ -178,6 +178,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# The temperatures of `calibration.json`, in `Calibration`'s field order.
+TEMPERATURE_KEYS = ("temperature", "network_temperature")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What a model dir learnt from its validation and training cells (`calibration.json`)."""
@@ -187,10 +191,7 @@ class Calibration:
     class_cells: np.ndarray | None = None  # training cells per class, for logit adjustment
 
     def to_json(self) -> str:
-        saved: dict = {
-            "temperature": float(self.temperature),
-            "network_temperature": float(self.network_temperature),
-        }
+        saved: dict = {key: float(getattr(self, key)) for key in TEMPERATURE_KEYS}
         if self.class_cells is not None:
             saved["class_cells"] = [int(n) for n in self.class_cells]
         return json.dumps(saved) + "\n"
@@ -212,10 +213,10 @@ def read_calibration(directory: str | Path) -> Calibration:
     expected = "expected JSON with positive 'temperature' and 'network_temperature'"
     try:
         saved = json.loads(path.read_text())
-        temperatures = [float(saved.get(k, 1.0)) for k in ("temperature", "network_temperature")]
+        temperatures = [float(saved.get(key, 1.0)) for key in TEMPERATURE_KEYS]
     except (ValueError, TypeError, AttributeError) as err:
         raise InputError(f"{path}: {err}; {expected}") from err
-    for key, value in zip(("temperature", "network_temperature"), temperatures):
+    for key, value in zip(TEMPERATURE_KEYS, temperatures):
         if not value > 0:
             raise InputError(f"{path}: {key} {value}; {expected}")
     if "class_cells" not in saved:
