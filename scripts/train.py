@@ -15,4 +15,5 @@ with stage(snakemake.log[0]):
         pretrained_dir=snakemake.input.get("pretrained"),
         checkpoint=snakemake.params.checkpoint,
         gpus=snakemake.resources.gpu,
+        expression=(snakemake.input.train_h5ad, snakemake.input.val_h5ad),
     )

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from scgenai_flow.contexts import ContextSettings, Windows, build_windows
 from scgenai_flow.data import embedded_pbmc68k
 from scgenai_flow.io import write_h5ad
-from scgenai_flow.preprocess import bin_rows
+from scgenai_flow.preprocess import EXPRESSION_LAYER, bin_rows
 from scgenai_flow.vocab import Vocabulary, build_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,9 +35,10 @@ def pbmc_h5ad(pbmc: ad.AnnData, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def four_type_cells(
     pbmc: ad.AnnData, parts: dict[str, slice]
-) -> tuple[Vocabulary, dict[str, tuple[sp.csr_matrix, Windows, np.ndarray]]]:
+) -> tuple[Vocabulary, dict[str, tuple[sp.csr_matrix, Windows, np.ndarray, sp.csr_matrix]]]:
     """Real PBMCs of `FOUR_TYPES` (per part, those rows of each type): binned into 10 levels,
-    their 64-token windows and label ids; the vocabulary is built on the first part."""
+    their 64-token windows, label ids and log-normalised values (the vocabulary's gene order);
+    the vocabulary is built on the first part."""
     vocab, cells = None, {}
     for part, rows in parts.items():
         keep = np.concatenate([np.flatnonzero(pbmc.obs["bulk_labels"] == c)[rows] for c in FOUR_TYPES])
@@ -46,9 +47,21 @@ def four_type_cells(
         vocab = vocab or build_vocabulary(np.asarray(data.var_names), 10, labels, "pbmc")
         binned = bin_rows(sp.csr_matrix(data.X), 10)
         windows = build_windows(binned, vocab, ContextSettings(max_length=64))
-        cells[part] = (binned, windows, vocab.encode_labels(labels, "pbmc"))
+        expression = sp.csr_matrix(data.X, dtype=np.float32)
+        cells[part] = (binned, windows, vocab.encode_labels(labels, "pbmc"), expression)
     assert vocab is not None
     return vocab, cells
+
+
+def preprocessed_h5ad(
+    path: Path, vocab: Vocabulary, binned: sp.csr_matrix, expression: sp.csr_matrix
+) -> Path:
+    """An h5ad laid out as the preprocess rule writes it: bins in X, values in layer `expression`."""
+    cells = pd.DataFrame(index=[f"c{i}" for i in range(binned.shape[0])])
+    adata = ad.AnnData(X=binned, obs=cells, var=pd.DataFrame(index=pd.Index(vocab.genes, name="gene")))
+    adata.layers[EXPRESSION_LAYER] = expression
+    write_h5ad(adata, path)
+    return path
 
 
 def random_counts(n_cells: int, n_genes: int, density: float, seed: int) -> sp.csr_matrix:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import FOUR_TYPES, four_type_cells
+from conftest import FOUR_TYPES, four_type_cells, preprocessed_h5ad
 
 from scgenai_flow.contexts import load_windows, save_windows
 from scgenai_flow.ensemble import MEMBER_SEED_STEP
-from scgenai_flow.linear import LinearMember, presence
+from scgenai_flow.linear import LinearMember, member_features, read_expression
 from scgenai_flow.models import CellClassifier, CellEnsemble, ModelSpec, load_model
 from scgenai_flow.predict import decision_scores, fit_temperature, window_probabilities
 from scgenai_flow.runtime import seed_everything
@@ -37,11 +37,13 @@ CONFIG["train"].update(num_epochs=2, batch_size=16, learning_rate=2e-3, average_
 
 @pytest.fixture(scope="module")
 def window_files(pbmc, tmp_path_factory) -> Path:
-    """Train and validation windows of real PBMCs (four classes) and their vocabulary, on disk."""
+    """Train and validation windows of real PBMCs (four classes), their preprocessed files and
+    their vocabulary, on disk."""
     root = tmp_path_factory.mktemp("ensemble")
     vocab, parts = four_type_cells(pbmc, {"train": slice(0, 25), "val": slice(25, 35)})
-    for part, (_, windows, labels) in parts.items():
+    for part, (binned, windows, labels, values) in parts.items():
         save_windows(root / f"{part}.npz", windows, labels)
+        preprocessed_h5ad(root / f"{part}.h5ad", vocab, binned, values)
     vocab.save(root / "vocab")
     return root
 
@@ -50,7 +52,8 @@ def train(root: Path, target: Path, **train_keys) -> pd.DataFrame:
     config = {**CONFIG, "train": {**CONFIG["train"], **train_keys}}
     outputs = TrainOutputs(*(str(target / n) for n in ("best", "last", "history.csv", "info.yaml")))
     files = [str(root / f) for f in ("train.npz", "val.npz", "vocab")]
-    train_from_files(*files, config, outputs, threads=torch.get_num_threads())  # leaves torch as it was
+    expression = (str(root / "train.h5ad"), str(root / "val.h5ad"))
+    train_from_files(*files, config, outputs, threads=torch.get_num_threads(), expression=expression)
     return pd.read_csv(outputs.history)
 
 
@@ -98,8 +101,10 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
     assert calibration["class_cells"] == [25, 25, 25, 25]  # training cells per class
     # the score temperature fits the networks' and the linear member's mean (the defaults)
     vocab = Vocabulary.load(window_files / "vocab")
-    member = LinearMember.load(tmp_path / "ens/best", vocab.n_features, len(CLASSES))
-    linear = member.log_probs(presence(val.windows, val.n_cells, vocab))
+    member = LinearMember.load(tmp_path / "ens/best", vocab)
+    assert member.expression  # it reads the preprocessed files' values beside presence
+    values = read_expression(window_files / "val.h5ad", vocab, val.n_cells)
+    linear = member.log_probs(member_features(val.windows, val.n_cells, vocab, values))
     probs = window_probabilities(ensemble, val.windows, 64, CPU)
     assert fit_temperature(linear, val.cell_labels) == pytest.approx(1.0, rel=0.03)  # it is calibrated
     assert calibration["network_temperature"] == pytest.approx(measured["Temperature"])

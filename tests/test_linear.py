@@ -3,18 +3,27 @@ logistic regression fitted to its optimum, kept in the model dir and averaged wi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import FOUR_TYPES, four_type_cells
+from conftest import FOUR_TYPES, four_type_cells, preprocessed_h5ad
 
 from scgenai_flow import linear
 from scgenai_flow.contexts import save_windows
 from scgenai_flow.io import InputError, write_h5ad
-from scgenai_flow.linear import LINEAR_FILE, LinearMember, fit_linear, presence
+from scgenai_flow.linear import (
+    LINEAR_FILE,
+    LinearMember,
+    fit_linear,
+    member_features,
+    presence,
+    read_expression,
+)
 from scgenai_flow.models import Calibration, CellClassifier, ModelSpec
 from scgenai_flow.predict import (
     predict_cells,
@@ -37,7 +46,7 @@ def cells(pbmc):
 
 def test_presence_is_which_genes_each_cell_expresses(cells, monkeypatch) -> None:
     vocab, parts = cells
-    binned, windows, labels = parts["train"]
+    binned, windows, labels, _ = parts["train"]
     assert np.bincount(windows.cell_index).min() > 1  # the genes of a cell spread over windows
     matrix = presence(windows, labels.size, vocab)
     expected = (binned != 0).astype(np.float32)
@@ -48,7 +57,7 @@ def test_presence_is_which_genes_each_cell_expresses(cells, monkeypatch) -> None
 
 def test_the_fit_is_the_regularised_optimum_and_tells_cell_types_apart(cells) -> None:
     vocab, parts = cells
-    x = {p: presence(w, y.size, vocab) for p, (_, w, y) in parts.items()}
+    x = {p: presence(w, y.size, vocab) for p, (_, w, y, _) in parts.items()}
     y = parts["train"][2]
     member = fit_linear(x["train"], y, len(CLASSES))
     # the gradient of summed cross-entropy + |W|^2 / 2 vanishes at the fit (a convex problem)
@@ -67,20 +76,39 @@ def test_the_fit_is_the_regularised_optimum_and_tells_cell_types_apart(cells) ->
     np.testing.assert_allclose(padded.weights, member.weights, atol=1e-5)
 
 
+def test_the_member_reads_expression_values_beside_presence(cells, tmp_path) -> None:
+    vocab, parts = cells
+    binned, windows, y, values = parts["train"]
+    features = member_features(windows, y.size, vocab, values)
+    n_genes = vocab.genes.size
+    assert features.shape == (y.size, n_genes + vocab.n_features)
+    assert (features[:, :n_genes] != values).nnz == 0
+    assert (features[:, n_genes:] != presence(windows, y.size, vocab)).nnz == 0
+    path = preprocessed_h5ad(tmp_path / "p.h5ad", vocab, binned, values)
+    assert (read_expression(path, vocab, y.size) != values).nnz == 0
+    with pytest.raises(InputError, match=rf"p.h5ad: {y.size} cells x {n_genes} genes; expected the 81 cells"):
+        read_expression(path, vocab, 81)
+    _, test_windows, test_y, test_values = parts["test"]
+    member = fit_linear(features, y, len(CLASSES))
+    held_out = member.log_probs(member_features(test_windows, test_y.size, vocab, test_values)).argmax(1)
+    assert (held_out == test_y).mean() >= 0.85
+
+
 def test_model_dirs_keep_the_member_and_predictions_average_it(cells, tmp_path) -> None:
     vocab, parts = cells
-    _, windows, y = parts["train"]
+    _, windows, y, _ = parts["train"]
     member = fit_linear(presence(windows, y.size, vocab), y, len(CLASSES))
     vocab.save(tmp_path / "vocab")
     network = CellClassifier(ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 64, len(CLASSES)))
     write_model_dir(tmp_path / "m", network, tmp_path / "vocab", {}, linear=member)
-    loaded = LinearMember.load(tmp_path / "m", vocab.n_features, len(CLASSES))
+    loaded = LinearMember.load(tmp_path / "m", vocab)
     np.testing.assert_array_equal(loaded.weights, member.weights)
-    with pytest.raises(
-        InputError, match=rf"{LINEAR_FILE}: weights .*; expected \({vocab.n_features + 1}, 4\)"
-    ):
-        LinearMember.load(tmp_path / "m", vocab.n_features + 1, len(CLASSES))
-    assert LinearMember.load(tmp_path / "vocab", vocab.n_features, len(CLASSES)) is None  # none kept
+    assert not loaded.expression  # a presence-only member (as older versions kept)
+    np.savez(tmp_path / "m" / LINEAR_FILE, weights=member.weights, bias=member.bias, expression=True)
+    expected = rf"{LINEAR_FILE}: weights .*; expected \({vocab.n_features + vocab.genes.size}, 4\)"
+    with pytest.raises(InputError, match=expected):  # an expression member needs a row per gene more
+        LinearMember.load(tmp_path / "m", vocab)
+    assert LinearMember.load(tmp_path / "vocab", vocab) is None  # none kept
     # a cell's scores: the mean of its windows' and the member's log-probabilities
     probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]], dtype=np.float32)
     member_log_probs = np.log(np.array([[0.1, 0.8, 0.05, 0.05], [0.1, 0.1, 0.1, 0.7]]))
@@ -94,22 +122,23 @@ def test_model_dirs_keep_the_member_and_predictions_average_it(cells, tmp_path) 
 
 def test_predicting_from_files_joins_the_networks_the_member_and_the_offsets(cells, tmp_path) -> None:
     vocab, parts = cells
-    _, windows, y = parts["train"]
-    member = fit_linear(presence(windows, y.size, vocab), y, len(CLASSES)).calibrated(0.5)
+    _, windows, y, values = parts["train"]
+    member = fit_linear(member_features(windows, y.size, vocab, values), y, len(CLASSES))
+    member = replace(member, expression=True).calibrated(0.5)
     vocab.save(tmp_path / "vocab")
     torch.manual_seed(0)
     network = CellClassifier(ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 64, len(CLASSES)))
     class_cells = np.array([40, 5, 20, 10])
     calibration = Calibration(1.3, 2.0, class_cells)
     write_model_dir(tmp_path / "m", network, tmp_path / "vocab", {}, calibration, linear=member)
-    _, test_windows, test_y = parts["test"]
+    test_binned, test_windows, test_y, test_values = parts["test"]
     save_windows(tmp_path / "test.npz", test_windows, test_y)
-    write_h5ad(ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(test_y.size)])), tmp_path / "t.h5ad")
+    preprocessed_h5ad(tmp_path / "t.h5ad", vocab, test_binned, test_values)
     files = [str(tmp_path / f) for f in ("test.npz", "t.h5ad", "m")]
     table = predict_from_files(*files, 16, 0, 1, str(tmp_path / "p.csv"), "mean", True, None, 1.0)
     # the same as deciding by hand: networks / 2.0 averaged with the member, offsets, temperature 1.3
     probs = window_probabilities(network, test_windows, 16, torch.device("cpu"))
-    linear_log_probs = member.log_probs(presence(test_windows, test_y.size, vocab))
+    linear_log_probs = member.log_probs(member_features(test_windows, test_y.size, vocab, test_values))
     offsets = prior_offsets(class_cells, 1.0)
     expected = predict_cells(
         probs,
@@ -132,4 +161,9 @@ def test_predicting_from_files_joins_the_networks_the_member_and_the_offsets(cel
         InputError, match=r"calibration.json has no 'class_cells'.* predict.logit_adjustment: 0"
     ):
         predict_from_files(*files, 16, 0, 1, str(tmp_path / "q.csv"), "mean", True, None, 1.0)
+    assert not (tmp_path / "q.csv").exists()
+    # the member reads the values the preprocess rule keeps: a file without them is refused
+    write_h5ad(ad.AnnData(X=test_binned, var=pd.DataFrame(index=vocab.genes)), tmp_path / "t.h5ad")
+    with pytest.raises(InputError, match=r"t.h5ad: no layer 'expression'; expected a file written by"):
+        predict_from_files(*files, 16, 0, 1, str(tmp_path / "q.csv"), "mean", True, None, 0.0)
     assert not (tmp_path / "q.csv").exists()

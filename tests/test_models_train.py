@@ -44,7 +44,7 @@ BACKBONE_NAMES = ["llama", "gpt", "bigbird", "scgent"]
 def real_windows(pbmc):
     """Windows of 120 real PBMCs from four classes (30 each), 64 tokens long."""
     vocab, parts = four_type_cells(pbmc, {"train": slice(0, 30)})
-    _, windows, labels = parts["train"]
+    _, windows, labels, _ = parts["train"]
     return vocab, LabelledWindows(windows, labels)
 
 

@@ -12,6 +12,7 @@ from conftest import counts_adata, random_counts
 
 from scgenai_flow.io import InputError, write_h5ad
 from scgenai_flow.preprocess import (
+    EXPRESSION_LAYER,
     PreprocessSettings,
     align_columns,
     bin_rows,
@@ -238,6 +239,9 @@ def test_aligned_file_matches_training_columns(tmp_path, pbmc_h5ad, pbmc) -> Non
     present = np.isin(train.var_names, kept)
     assert aligned.X[:, ~present].nnz == 0
     assert aligned.X[:, present].nnz > 0
+    genes = train.var_names[present]  # log-normalised values pass through, in the trained order
+    kept_values = aligned.layers[EXPRESSION_LAYER][:, present].toarray()
+    np.testing.assert_array_equal(kept_values, pbmc[:, genes].X.toarray())
     assert list(aligned.obs.columns) == list(pbmc.obs.columns)
 
 
@@ -250,6 +254,14 @@ def test_chunked_preprocessing_equals_whole(tmp_path) -> None:
     chunked = preprocess_file(tmp_path / "c.h5ad", PreprocessSettings(min_cells=5, chunk_cells=8))
     assert (whole.X != chunked.X).nnz == 0 and list(whole.var_names) == list(chunked.var_names)
     assert whole.X[5].nnz == 0
+    # the normalised values the bins came from are kept, for the linear member
+    values = whole.layers[EXPRESSION_LAYER]
+    assert (values != chunked.layers[EXPRESSION_LAYER]).nnz == 0
+    assert values.dtype == np.float32 and ((values != 0) != (whole.X != 0)).nnz == 0
+    reference = adata.copy()
+    sc.pp.normalize_total(reference, target_sum=1e4)
+    sc.pp.log1p(reference)
+    np.testing.assert_allclose(values.toarray(), reference[:, whole.var_names].X.toarray(), rtol=1e-5)
 
 
 def test_dense_and_sparse_inputs_agree(tmp_path) -> None:

@@ -8,11 +8,12 @@ The grid file names the data sets (harness `--out` dirs under --data-root, whose
 `seed_S/runs/NAME/results` hold the windows and `seed_S/metrics.csv` the baselines), the seeds
 (splits), the candidates: `set` (screen.py overrides), `members` (an ensemble of that many
 runs with seeds S, S + 1000, ...: their cell log-scores are averaged) and `decide` (how cells
-are decided from them: `linear_member: calibrated` averages in the package's linear member,
-fitted on the split's training windows, as the package does (each side divided by its own
-validation temperature); `linear_member: true` the previous version's equal, uncalibrated
-average; `logit_adjustment: s` as predict's; candidates differing only there share their
-runs), and optionally `order`:
+are decided from them: `linear_member: expression` averages in the package's linear member,
+fitted on the split's training cells (their expression values and gene presence), as the package
+does (each side divided by its own validation temperature); `calibrated` the same with the
+previous version's member, on gene presence alone; `true` the version before's equal,
+uncalibrated average with that member; `logit_adjustment: s` as predict's; candidates differing
+only there share their runs), and optionally `order`:
 blocks of candidates x data sets, the only jobs run, in that order. Jobs already done are kept;
 none starts after --budget seconds, and those running at --limit are stopped. Per data set,
 OUT/DATASET/seed_S/metrics.csv holds `ours:CANDIDATE` rows beside the baselines, and
@@ -34,12 +35,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import report
+import scipy.sparse as sp
 import summary
 import yaml
 
 from scgenai_flow.contexts import load_windows
-from scgenai_flow.linear import fit_linear, presence
+from scgenai_flow.io import InputError
+from scgenai_flow.linear import fit_linear, member_features, presence, read_expression
 from scgenai_flow.predict import fit_temperature, joint_scores, prior_offsets, softmax_rows
+from scgenai_flow.preprocess import EXPRESSION_LAYER, PreprocessSettings, preprocess_file
 from scgenai_flow.train import LabelledWindows, linear_member
 from scgenai_flow.vocab import Vocabulary
 
@@ -152,10 +156,10 @@ def candidate_row(
     results = run_dir(args.data_root / grid["datasets"][dataset], split) / "results"
     classes = Vocabulary.load(results / "vocab").classes
     linear, network_temperature = {"val": None, "test": None}, 1.0
-    if decide.get("linear_member"):
-        calibrated = decide["linear_member"] == "calibrated"
-        linear = linear_log_probs(results, calibrated)
-        if calibrated:
+    kind = decide.get("linear_member")
+    if kind:
+        linear = linear_log_probs(results, str(kind))
+        if kind in ("calibrated", "expression"):
             network_temperature = fit_temperature(val, scores[0]["val_labels"])
     offsets = prior_offsets(
         training_class_cells(results, classes.size), float(decide.get("logit_adjustment", 0))
@@ -179,24 +183,46 @@ def training_class_cells(results: Path, n_classes: int) -> np.ndarray:
     return LabelledWindows(*load_windows(results / "contexts" / "train.npz")).class_cells(n_classes)
 
 
+PART_FILES = {"train": "train", "val": "val", "test": "predict"}  # the harness's parts: the run's files
+
+
 @functools.cache
-def linear_log_probs(results: Path, calibrated: bool) -> dict[str, np.ndarray]:
-    """The linear member of a harness run's training windows (`calibrated`: as the package
-    keeps it, its temperature fitted on the validation cells; else the previous version's,
-    uncalibrated): its validation and test cells' log-probabilities."""
+def linear_log_probs(results: Path, kind: str) -> dict[str, np.ndarray]:
+    """The linear member of a harness run's training cells (`kind`: `expression` as the package
+    keeps it, on expression values and gene presence, calibrated on the validation cells;
+    `calibrated` the same on presence alone; else presence alone, uncalibrated): its
+    validation and test cells' log-probabilities."""
     vocab = Vocabulary.load(results / "vocab")
     parts = {
-        p: LabelledWindows(*load_windows(results / "contexts" / f"{f}.npz"))
-        for p, f in (("train", "train"), ("val", "val"), ("test", "predict"))
+        p: LabelledWindows(*load_windows(results / "contexts" / f"{f}.npz")) for p, f in PART_FILES.items()
     }
-    if calibrated:
-        member, _ = linear_member(vocab, parts["train"], parts["val"])
+    values = {p: None for p in parts}
+    if kind == "expression":
+        values = {p: run_expression(results, vocab, p, parts[p].n_cells) for p in parts}
+    if kind in ("calibrated", "expression"):
+        member, _ = linear_member(vocab, parts["train"], parts["val"], values["train"], values["val"])
     else:
         train = parts["train"]
         member = fit_linear(
             presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size
         )
-    return {p: member.log_probs(presence(parts[p].windows, parts[p].n_cells, vocab)) for p in ("val", "test")}
+    return {
+        p: member.log_probs(member_features(parts[p].windows, parts[p].n_cells, vocab, values[p]))
+        for p in ("val", "test")
+    }
+
+
+def run_expression(results: Path, vocab: Vocabulary, part: str, n_cells: int) -> sp.csr_matrix:
+    """A harness run's normalised values of one part: its preprocessed file's, or for runs of
+    versions that did not keep them, its input preprocessed again with the run's vocabulary."""
+    preprocessed = results / "preprocessed" / f"{PART_FILES[part]}.h5ad"
+    try:
+        return read_expression(preprocessed, vocab, n_cells)
+    except InputError:
+        data = yaml.safe_load((results.parent / "harness.yaml").read_text())["data"]
+        settings = PreprocessSettings(num_bins=vocab.num_bins, binning=vocab.binning, use_raw=data["use_raw"])
+        redone = preprocess_file(data[PART_FILES[part]], settings, vocab.genes)
+        return sp.csr_matrix(redone.layers[EXPRESSION_LAYER])
 
 
 def write_tables(args: argparse.Namespace) -> None:

@@ -117,6 +117,16 @@ def frame_index(handle: h5py.File, key: str, path: str) -> pd.Index:
     return pd.Index(np.asarray(read_elem(node).index, dtype=str))
 
 
+def read_layer(path: str | Path, layer: str, hint: str) -> sp.csr_matrix:
+    """A layer of an h5ad file as CSR; `hint` says how to get a file that has it."""
+    with _open_h5ad(path) as handle:
+        if f"layers/{layer}" not in handle:
+            raise InputError(f"{path}: no layer '{layer}'; expected {hint}")
+        from anndata.io import read_elem
+
+        return sp.csr_matrix(read_elem(handle[f"layers/{layer}"]))
+
+
 def read_var_names(path: str | Path, use_raw: bool = False) -> np.ndarray:
     """Gene names (`var_names`, or `raw/var` names) as a string array."""
     with _open_h5ad(path) as handle:

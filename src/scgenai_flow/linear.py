@@ -1,10 +1,11 @@
-"""The linear member: a multinomial logistic regression on which genes (and ADT features) each
-cell expresses, read from its windows and fitted to its optimum beside the transformer networks.
-Its log-probabilities and theirs are averaged when cells are decided."""
+"""The linear member: a multinomial logistic regression on each cell's normalised gene expression
+and on which genes (and ADT features) it expresses, read from its windows; fitted to its optimum
+beside the transformer networks. Its log-probabilities and theirs are averaged when cells are
+decided."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from .contexts import Windows
-from .io import InputError
+from .io import InputError, read_layer, read_var_names
+from .preprocess import EXPRESSION_LAYER
 from .vocab import Vocabulary
 
 LINEAR_FILE = "linear_member.npz"
@@ -36,6 +38,27 @@ def presence(windows: Windows, n_cells: int, vocab: Vocabulary) -> sp.csr_matrix
     return as_presence(np.concatenate(rows), np.concatenate(columns), n_cells, vocab.n_features)
 
 
+def read_expression(h5ad: str | Path, vocab: Vocabulary, n_cells: int) -> sp.csr_matrix:
+    """Cells x genes: the normalised values a preprocessed file keeps, columns in vocabulary order
+    (`n_cells`: as many as its windows have)."""
+    hint = "a file written by this version's preprocess rule (run it again)"
+    matrix = read_layer(h5ad, EXPRESSION_LAYER, hint)
+    if matrix.shape[0] != n_cells or not np.array_equal(read_var_names(h5ad), vocab.genes):
+        raise InputError(
+            f"{h5ad}: {matrix.shape[0]} cells x {matrix.shape[1]} genes; expected the {n_cells} cells of its"
+            f" windows and the vocabulary's {vocab.genes.size} genes in order (preprocessed for this model)"
+        )
+    return matrix
+
+
+def member_features(
+    windows: Windows, n_cells: int, vocab: Vocabulary, expression: sp.csr_matrix | None = None
+) -> sp.csr_matrix:
+    """The member's input: the cells' normalised expression (when given) beside their `presence`."""
+    found = presence(windows, n_cells, vocab)
+    return found if expression is None else sp.hstack([expression, found], format="csr")
+
+
 def as_presence(rows: np.ndarray, columns: np.ndarray, n_cells: int, n_features: int) -> sp.csr_matrix:
     """A cells x features matrix of ones at the (row, column) pairs, repeats counted once."""
     matrix = sp.csr_matrix(
@@ -51,31 +74,35 @@ class LinearMember:
 
     weights: np.ndarray  # (features, classes)
     bias: np.ndarray  # (classes,)
+    expression: bool = False  # the first features are expression values (members of older versions: not)
 
     def log_probs(self, cells: sp.csr_matrix) -> np.ndarray:
-        """Class log-probabilities of each cell (rows of a `presence` matrix)."""
+        """Class log-probabilities of each cell (rows of its `member_features`)."""
         logits = np.asarray(cells @ self.weights) + self.bias
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
     def calibrated(self, temperature: float) -> LinearMember:
         """This member with its logits divided by `temperature` (fitted on validation cells)."""
-        return LinearMember(self.weights / temperature, self.bias / temperature)
+        return replace(self, weights=self.weights / temperature, bias=self.bias / temperature)
 
     def save(self, directory: Path) -> None:
-        np.savez(directory / LINEAR_FILE, weights=self.weights, bias=self.bias)
+        np.savez(directory / LINEAR_FILE, weights=self.weights, bias=self.bias, expression=self.expression)
 
     @classmethod
-    def load(cls, directory: str | Path, n_features: int, n_classes: int) -> LinearMember | None:
+    def load(cls, directory: str | Path, vocab: Vocabulary) -> LinearMember | None:
         """The model dir's linear member; None for a model dir without one."""
         path = Path(directory) / LINEAR_FILE
         if not path.is_file():
             return None
         try:
             with np.load(path) as saved:
-                member = cls(saved["weights"], saved["bias"])
+                expression = bool(saved["expression"]) if "expression" in saved.files else False
+                member = cls(saved["weights"], saved["bias"], expression)
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"{path}: {err}; expected the arrays 'weights' and 'bias'") from err
+        n_classes = vocab.classes.size
+        n_features = vocab.n_features + (vocab.genes.size if member.expression else 0)
         if member.weights.shape != (n_features, n_classes) or member.bias.shape != (n_classes,):
             raise InputError(
                 f"{path}: weights {member.weights.shape} and bias {member.bias.shape}; expected"

@@ -257,7 +257,7 @@ def predict_from_files(
 
     from .contexts import load_windows
     from .io import read_obs, write_csv
-    from .linear import LinearMember, presence
+    from .linear import LinearMember, member_features, read_expression
     from .models import load_model, read_calibration
     from .runtime import select_device
     from .vocab import Vocabulary
@@ -275,16 +275,19 @@ def predict_from_files(
             f" exceed the model's {model.spec.max_length}"
         )
     obs = read_obs(cells_h5ad)
-    probs = window_probabilities(model, windows, batch_size, device)
     calibration = read_calibration(model_dir)
     if logit_adjustment and calibration.class_cells is None:
         raise InputError(
             f"{model_dir}/calibration.json has no 'class_cells' (training cells per class), which"
             " predict.logit_adjustment needs: retrain with this version, or set predict.logit_adjustment: 0"
         )
-    member = LinearMember.load(model_dir, vocab.n_features, vocab.classes.size)
-    linear = member.log_probs(presence(windows, len(obs), vocab)) if member else None
+    member = LinearMember.load(model_dir, vocab)
+    linear = None
+    if member:
+        expression = read_expression(cells_h5ad, vocab, len(obs)) if member.expression else None
+        linear = member.log_probs(member_features(windows, len(obs), vocab, expression))
     offsets = prior_offsets(calibration.class_cells, logit_adjustment) if logit_adjustment else None
+    probs = window_probabilities(model, windows, batch_size, device)  # the long step, after the checks
     cells = predict_cells(
         probs,
         windows.cell_index,

@@ -252,12 +252,16 @@ class PreprocessSettings:
     chunk_cells: int = 5_000
 
 
+# The layer of a preprocessed file that keeps the normalised (log1p) values the bins came from.
+EXPRESSION_LAYER = "expression"
+
+
 def preprocess_file(
     path: str | Path,
     settings: PreprocessSettings,
     trained_genes: np.ndarray | None = None,
 ) -> ad.AnnData:
-    """Binned, gene-ordered AnnData for one file.
+    """Binned, gene-ordered AnnData for one file (the normalised values in layer `expression`).
 
     Without `trained_genes` (training data) genes are filtered and shuffled into the
     vocabulary order; with them (val / predict) the file is aligned to that order.
@@ -299,13 +303,16 @@ def preprocess_file(
     )
     nnz_out = int(scan.expressed_cells[col_map >= 0].sum())
     data = np.empty(nnz_out, dtype=np.uint8)
+    values = np.empty(nnz_out, dtype=np.float32)  # the normalised values, for the linear member
     indices = np.empty(nnz_out, dtype=np.int32)
     indptr = np.zeros(scan.n_cells + 1, dtype=np.int64)
     row = pos = 0
     for chunk in iter_csr_chunks(path, settings.chunk_cells, settings.use_raw):
         aligned = align_columns(chunk, col_map, trained_genes.size)
-        binned = bin_rows(normalise_rows(aligned, scan.raw_counts), settings.num_bins, binning)
+        normalised = normalise_rows(aligned, scan.raw_counts)
+        binned = bin_rows(normalised, settings.num_bins, binning)
         data[pos : pos + binned.nnz] = binned.data
+        values[pos : pos + binned.nnz] = normalised.data
         indices[pos : pos + binned.nnz] = binned.indices
         indptr[row + 1 : row + 1 + binned.shape[0]] = pos + binned.indptr[1:]
         row += binned.shape[0]
@@ -326,6 +333,8 @@ def preprocess_file(
 
     obs = read_obs(path)
     result = ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=pd.Index(trained_genes, name="gene")))
+    expression = sp.csr_matrix((values, matrix.indices, matrix.indptr), shape=matrix.shape)
+    result.layers[EXPRESSION_LAYER] = expression
     result.uns["preprocess"] = {
         "source": str(path),
         "raw_counts": scan.raw_counts,

@@ -9,11 +9,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 import yaml
 from torch import nn
@@ -30,7 +31,7 @@ from .contexts import Windows, load_windows
 from .contexts.sliding import redealt_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path
-from .linear import LinearMember, fit_linear, presence
+from .linear import LinearMember, fit_linear, member_features, read_expression
 from .metrics import SELECTION_FILE, best_row, macro_f1, selection_key
 from .models import (
     Calibration,
@@ -496,12 +497,14 @@ def train_from_files(
     pretrained_dir: str | None = None,
     checkpoint: str | None = None,
     gpus: int | None = None,
+    expression: tuple[str, str] | None = None,
 ) -> None:
     """Train (or, from `pretrained_dir`, fine-tune) on saved windows one network, or each
     network of an ensemble in turn; write both model dirs and the history. `config` is the
     effective configuration, saved as train_setting.yaml. `gpus` is what the job was given
     (default: the config's). Several processes (`processes`, or one per GPU) train with DDP
-    under torchrun."""
+    under torchrun. `expression`: the preprocessed train and val files, whose normalised values
+    the linear member also reads (without them it reads gene presence only)."""
     arguments = dict(locals(), outputs=asdict(outputs))
     loop = config["finetune"] if pretrained_dir else config["train"]
     gpus = loop["gpu"] if gpus is None else gpus
@@ -516,6 +519,9 @@ def train_from_files(
         vocab = Vocabulary.load(vocab_dir)
         train = LabelledWindows(*load_windows(train_npz))
         val = LabelledWindows(*load_windows(val_npz))
+        values = []  # the member's expression, read now: a wrong file fails before the epochs, not after
+        if config["model"].get("linear_member") and ranks.is_main:
+            values = [read_expression(f, vocab, d.n_cells) for f, d in zip(expression or (), (train, val))]
         settings = train_settings(config, config["finetune"] if pretrained_dir else config["train"])
         device = select_device(gpus, max(1, threads // ranks.world))
         if device.type == "cuda" and ranks.world > 1:
@@ -532,7 +538,9 @@ def train_from_files(
         best, last = published_models(runs, val, settings, device)
         class_cells = train.class_cells(vocab.classes.size)
         member, val_linear = (
-            linear_member(vocab, train, val) if config["model"].get("linear_member") else (None, None)
+            linear_member(vocab, train, val, *values)
+            if config["model"].get("linear_member")
+            else (None, None)
         )
         for target, published in ((outputs.best_model, best), (outputs.last_model, last)):
             temperature = own = published.metrics["Temperature"]  # the networks' own
@@ -553,20 +561,27 @@ def train_from_files(
 
 
 def linear_member(
-    vocab: Vocabulary, train: LabelledWindows, val: LabelledWindows
+    vocab: Vocabulary,
+    train: LabelledWindows,
+    val: LabelledWindows,
+    train_expression: sp.csr_matrix | None = None,
+    val_expression: sp.csr_matrix | None = None,
 ) -> tuple[LinearMember, np.ndarray]:
-    """The linear member fitted on the training cells' gene presence and calibrated on the
-    validation cells (its logits divided by their temperature), and their log-probabilities."""
+    """The linear member fitted on the training cells' `member_features` (their expression values
+    when given, and gene presence) and calibrated on the validation cells (its logits divided by
+    their temperature), and their log-probabilities."""
     started = time.perf_counter()
-    member = fit_linear(presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size)
-    val_presence = presence(val.windows, val.n_cells, vocab)
-    temperature = fit_temperature(member.log_probs(val_presence), val.cell_labels)
+    features = member_features(train.windows, train.n_cells, vocab, train_expression)
+    member = fit_linear(features, train.cell_labels, vocab.classes.size)
+    member = replace(member, expression=train_expression is not None)
+    val_features = member_features(val.windows, val.n_cells, vocab, val_expression)
+    temperature = fit_temperature(member.log_probs(val_features), val.cell_labels)
     member = member.calibrated(temperature)
-    val_log_probs = member.log_probs(val_presence)
+    val_log_probs = member.log_probs(val_features)
     label = val_log_probs.argmax(axis=1)
     log.info(
         "linear member (%d features, %.1f s): validation accuracy %.4f, macro-F1 %.4f, temperature %.3f",
-        vocab.n_features, time.perf_counter() - started, (label == val.cell_labels).mean(),
+        features.shape[1], time.perf_counter() - started, (label == val.cell_labels).mean(),
         macro_f1(val.cell_labels, label, vocab.classes.size), temperature,
     )  # fmt: skip
     return member, val_log_probs

@@ -122,6 +122,9 @@ rule finetune:
         val=f"{F}/contexts/val.npz",
         vocab=f"{F}/vocab",
         pretrained=pretrained_model(),
+        # the linear member reads their normalised values
+        train_h5ad=f"{F}/preprocessed/train.h5ad",
+        val_h5ad=f"{F}/preprocessed/val.h5ad",
     output:
         best_model=directory(f"{F}/best_model"),
         last_model=directory(f"{F}/last_model"),

@@ -4,6 +4,9 @@ rule train:
         train=f"{R}/contexts/train.npz",
         val=f"{R}/contexts/val.npz",
         vocab=f"{R}/vocab",
+        # the linear member reads their normalised values
+        train_h5ad=f"{R}/preprocessed/train.h5ad",
+        val_h5ad=f"{R}/preprocessed/val.h5ad",
     output:
         best_model=directory(f"{R}/model/best_model"),
         last_model=directory(f"{R}/model/last_model"),
