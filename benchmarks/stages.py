@@ -72,16 +72,14 @@ def run_stage(spec: dict) -> dict:
         detail = f"{vocab.size} tokens, {vocab.classes.size} classes"
     elif spec["stage"] == "linear_member":  # the train rule's extra step with model.linear_member
         from scgenai_flow.contexts import load_windows
-        from scgenai_flow.linear import fit_linear, presence
+        from scgenai_flow.linear import fit_linear, member_features, read_expression
         from scgenai_flow.vocab import Vocabulary
 
         windows, labels = load_windows(work / "contexts_random.npz")
         vocab = Vocabulary.load(vocab_dir)
-        cells = presence(windows, labels.size, vocab)
+        cells = member_features(windows, labels.size, vocab, read_expression(pre, vocab, labels.size))
         fit_linear(cells, labels, vocab.classes.size)
-        detail = (
-            f"{cells.nnz:,} (cell, gene) presences, {vocab.n_features} genes, {vocab.classes.size} classes"
-        )
+        detail = f"{cells.nnz:,} member values (expression, presence), {vocab.classes.size} classes"
     else:
         settings = ContextSettings(method=method, max_length=spec["max_length"], depth=1, seed=1314521)
         target = work / f"contexts_{method}.npz"

@@ -100,14 +100,16 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     assert list(history["Epoch"]) == [1, 2] * 2 and list(history["Member"]) == [1, 1, 2, 2]
     assert json.loads((results / "model/best_model/config.json").read_text())["members"] == 2
     # beside them the linear member, and the training cells per class for the logit adjustment
-    assert (results / "model/best_model/linear_member.npz").is_file()
+    with np.load(results / "model/best_model/linear_member.npz") as member:
+        assert bool(member["expression"])  # it reads the preprocessed files' values beside presence
     train_labels = ad.read_h5ad(results / "preprocessed/train.h5ad").obs["bulk_labels"].value_counts()
     calibration = json.loads((results / "model/best_model/calibration.json").read_text())
     assert sorted(calibration["class_cells"]) == sorted(train_labels[train_labels > 0].tolist())
     assert calibration["network_temperature"] > 0  # the networks' own, for the member's average
     assert (results / "model/train_summary.pdf").read_bytes().startswith(b"%PDF")
     for split in ("train", "val", "predict"):
-        assert ad.read_h5ad(results / f"preprocessed/{split}.h5ad").X.dtype == np.uint8
+        preprocessed = ad.read_h5ad(results / f"preprocessed/{split}.h5ad")
+        assert preprocessed.X.dtype == np.uint8 and preprocessed.layers["expression"].dtype == np.float32
         assert (results / f"contexts/{split}.npz").is_file()
     for rule in (
         "check_inputs",
