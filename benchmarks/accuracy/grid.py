@@ -199,17 +199,17 @@ def linear_log_probs(results: Path, kind: str) -> dict[str, np.ndarray]:
     values = {p: None for p in parts}
     if kind == "expression":
         values = {p: run_expression(results, vocab, p, parts[p].n_cells) for p in parts}
-    if kind in ("calibrated", "expression"):
-        member, _ = linear_member(vocab, parts["train"], parts["val"], values["train"], values["val"])
-    else:
-        train = parts["train"]
-        member = fit_linear(
-            presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size
-        )
-    return {
-        p: member.log_probs(member_features(parts[p].windows, parts[p].n_cells, vocab, values[p]))
-        for p in ("val", "test")
-    }
+
+    def log_probs(part: str) -> np.ndarray:
+        data = parts[part]
+        return member.log_probs(member_features(data.windows, data.n_cells, vocab, values[part]))
+
+    if kind in ("calibrated", "expression"):  # the package's fit also scores the validation cells
+        member, val = linear_member(vocab, parts["train"], parts["val"], values["train"], values["val"])
+        return {"val": val, "test": log_probs("test")}
+    train = parts["train"]
+    member = fit_linear(presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size)
+    return {"val": log_probs("val"), "test": log_probs("test")}
 
 
 def run_expression(results: Path, vocab: Vocabulary, part: str, n_cells: int) -> sp.csr_matrix:

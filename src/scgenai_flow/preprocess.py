@@ -333,8 +333,9 @@ def preprocess_file(
 
     obs = read_obs(path)
     result = ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=pd.Index(trained_genes, name="gene")))
-    expression = sp.csr_matrix((values, matrix.indices, matrix.indptr), shape=matrix.shape)
-    result.layers[EXPRESSION_LAYER] = expression
+    result.layers[EXPRESSION_LAYER] = sp.csr_matrix(
+        (values, matrix.indices, matrix.indptr), shape=matrix.shape
+    )
     result.uns["preprocess"] = {
         "source": str(path),
         "raw_counts": scan.raw_counts,
