@@ -4,13 +4,15 @@ from scgenai_flow.runtime import stage
 
 with stage(snakemake.log[0]):
     from scgenai_flow.predict import predict_from_files
+    from scgenai_flow.runtime import gpus_of
 
     predict_from_files(
         windows_npz=snakemake.input.windows,
         cells_h5ad=snakemake.input.h5ad,
         model_dir=snakemake.input.model,
-        batch_size=snakemake.params.batch_size,
-        gpus=snakemake.resources.gpu,
+        # how the job runs, read from the config (not params: changing them re-predicts nothing)
+        batch_size=snakemake.config["predict"]["batch_size"],
+        gpus=gpus_of(snakemake.config["predict"]["gpu"], snakemake.resources.gpu),
         threads=snakemake.threads,
         target=snakemake.output[0],
         aggregation=snakemake.params.aggregation,

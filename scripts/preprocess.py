@@ -9,7 +9,9 @@ with stage(snakemake.log[0]):
     from scgenai_flow.preprocess import PreprocessSettings, preprocess_file
     from scgenai_flow.vocab import Vocabulary
 
-    settings = PreprocessSettings(**snakemake.params.settings)
+    # chunk_cells says how the job runs: read from the config, not params (it re-runs nothing)
+    chunk_cells = snakemake.config["preprocess"]["chunk_cells"]
+    settings = PreprocessSettings(**snakemake.params.settings, chunk_cells=chunk_cells)
     trained_genes = None
     if snakemake.input.get("vocab"):  # align to a vocabulary, binned as it was trained
         vocab = Vocabulary.load(snakemake.input.vocab)

@@ -13,7 +13,9 @@ with stage(snakemake.log[0]):
     features = Vocabulary.load(vocab_dir).adt_features if vocab_dir else None
     cells = read_obs(snakemake.input.rna).index
     # proteins are binned as the RNA of the same cells was (auto resolved on the training RNA)
+    chunk_cells = snakemake.config["preprocess"]["chunk_cells"]  # how it runs: not a params
     settings = replace(
-        PreprocessSettings(**snakemake.params.settings), binning=recorded_binning(snakemake.input.rna)
+        PreprocessSettings(**snakemake.params.settings, chunk_cells=chunk_cells),
+        binning=recorded_binning(snakemake.input.rna),
     )
     write_h5ad(preprocess_adt(snakemake.input.adt, cells, settings, features), snakemake.output[0])

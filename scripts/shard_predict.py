@@ -10,5 +10,5 @@ with stage(snakemake.log[0]):
         use_raw=snakemake.params.use_raw,
         targets=list(snakemake.output.shards),
         offsets_csv=snakemake.output.offsets,
-        chunk_cells=snakemake.params.chunk_cells,
+        chunk_cells=snakemake.config["preprocess"]["chunk_cells"],  # how it runs: not a params
     )

@@ -27,6 +27,16 @@ def pbmc() -> ad.AnnData:
 
 
 @pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir where the whole workflow ran on the embedded data with tiny settings."""
+    from test_workflow import snakemake
+
+    workdir = tmp_path_factory.mktemp("run")
+    snakemake(workdir, "all")
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def pbmc_h5ad(pbmc: ad.AnnData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pbmc") / "pbmc.h5ad"
     write_h5ad(pbmc, path)
@@ -80,3 +90,23 @@ def counts_adata(n_cells: int = 60, n_genes: int = 40, seed: int = 0) -> ad.AnnD
         obs=pd.DataFrame({"celltype": labels}, index=[f"cell{i}" for i in range(n_cells)]),
         var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)]),
     )
+
+
+def assert_held_out(run_dir: Path) -> dict[str, int]:
+    """From the files the rules wrote under `run_dir` (results/ or results/finetune/): every
+    split's windows hold exactly the cells of its preprocessed file, and no val, predict or shard
+    cell is a training cell. Returns the cells per split."""
+    from scgenai_flow.contexts import window_cell_names
+
+    cells = {}
+    for npz in sorted((run_dir / "contexts").glob("*.npz")):
+        barcodes = pd.Index(ad.read_h5ad(run_dir / "preprocessed" / f"{npz.stem}.h5ad", backed="r").obs_names)
+        in_windows = window_cell_names(npz)
+        assert list(in_windows) == list(barcodes), f"{npz}: windows of other cells than its h5ad"
+        cells[npz.stem] = barcodes
+    assert "train" in cells and len(cells) > 1, f"{run_dir}: no held-out split to compare"
+    for split, barcodes in cells.items():
+        if split != "train":
+            shared = barcodes.intersection(cells["train"])
+            assert shared.empty, f"{run_dir}: {shared.size} {split} cells are training cells"
+    return {split: barcodes.size for split, barcodes in cells.items()}

@@ -1,7 +1,8 @@
 """Bad inputs through the real workflow: each run fails early with a message naming the file or
 key and what was expected, and leaves no output of the failed stage. One good run with awkward
 but valid data (cells without any expressed gene, a predict file with few of the genes) must
-succeed, warn, predict every cell and leave the user's files unchanged.
+succeed, warn, predict every cell and leave the user's files unchanged. Two more preprocess
+float16 and float32 copies of the same values (dense, CSR and CSC): they must bin them alike.
 
 The runs are Snakemake subprocesses on small files cut from pbmc68k_reduced; they run a few at
 a time (`WORKERS`) in one module fixture, and each test checks its own run."""
@@ -18,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 from test_workflow import snakemake
 
-from scgenai_flow.data import stratified_split, synthetic_adt
-from scgenai_flow.io import write_h5ad
+from scgenai_flow.data import load_source, stratified_split, synthetic_adt
+from scgenai_flow.io import InputError, write_h5ad
+from scgenai_flow.preprocess import EXPRESSION_LAYER, PreprocessSettings, preprocess_file
 
 WORKERS = 4
 CHECKED = "checks/inputs.ok"
@@ -122,6 +125,35 @@ def renamed_genes(adata: ad.AnnData) -> ad.AnnData:
     copy = adata.copy()
     copy.var_names = [f"mouse_{g}" for g in copy.var_names]
     return copy
+
+
+def lowercase_genes(adata: ad.AnnData) -> ad.AnnData:
+    copy = adata.copy()
+    copy.var_names = copy.var_names.str.lower()
+    return copy
+
+
+def strings_x(adata: ad.AnnData) -> ad.AnnData:
+    """Expression values written as text (a CSV read without converting the numbers)."""
+    return ad.AnnData(adata.X.toarray().astype(str).astype(object), adata.obs, adata.var)
+
+
+def stored_as(adata: ad.AnnData, path: Path, dtype: type, layout: str) -> str:
+    """Write `adata` with X stored as `dtype` in `layout` (dense, csr or csc), its values rounded
+    to float16 for every dtype; scipy.sparse cannot hold float16: those values are rewritten in
+    the file."""
+    values = adata.X.toarray().astype(np.float16)
+    copy = adata.copy()
+    copy.X = values.astype(dtype) if layout == "dense" else sp.csr_matrix(values.astype(np.float32))
+    if layout == "csc":
+        copy.X = copy.X.tocsc()
+    write(copy, path)
+    if layout != "dense" and dtype is np.float16:
+        with h5py.File(path, "r+") as handle:
+            data = handle["X/data"][...]
+            del handle["X/data"]
+            handle["X/data"] = data.astype(np.float16)
+    return str(path)
 
 
 def duplicate(names: pd.Index) -> list[str]:
@@ -335,6 +367,13 @@ CASES = [
     Case("predict_shares_no_gene", bad_file("predict", lambda g: renamed_genes(g.predict)), "check_inputs",
          ("data.predict: ", "none of its 100 genes is among the 250 genes of data.train",
           "expected the same gene names")),
+    Case("predict_genes_differ_in_case", bad_file("predict", lambda g: lowercase_genes(g.predict)),
+         "check_inputs", ("data.predict: ", "none of its 100 genes is among the 250 genes of data.train",
+                          "100 of its genes match data.train's only when letter case is ignored (e.g. '",
+                          "): rename var_names to data.train's case")),
+    Case("x_of_strings", bad_file("train", lambda g: strings_x(g.train)), "check_inputs",
+         ("data.train: ", "train.h5ad: X holds strings, not numbers; expected a numeric matrix of counts"
+          " or log-normalised values",)),
     Case("use_raw_without_raw", on(data={"use_raw": True}), "check_inputs",
          ("data.train: ", "no 'raw/X' matrix in the file; expected an AnnData .h5ad (use_raw is true")),
     Case("adt_cells_differ", adt_mismatch, "check_inputs",
@@ -380,6 +419,38 @@ CASES = [
          ("context.gmt: ", "rare.gmt: no gene set contains any of the 205 vocabulary genes",
           "expected genes kept in the vocabulary (expressed in at least preprocess.min_cells")),
 ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Awkward:
+    """Awkward but valid inputs: the run must make `targets`."""
+
+    name: str
+    setup: Callable[[Path, Good], dict]
+    targets: tuple[str, ...]
+
+
+PREPROCESSED = tuple(f"results/preprocessed/{split}.h5ad" for split in ("train", "val", "predict"))
+LAYOUTS = {"train": "dense", "val": "csr", "predict": "csc"}
+
+
+def float_files(dtype: type) -> Callable[[Path, Good], dict]:
+    """The good files' values rounded to float16, stored as `dtype`: train dense, val CSR,
+    predict CSC."""
+
+    def setup(work: Path, good: Good) -> dict:
+        files = {s: stored_as(getattr(good, s), work / f"{s}.h5ad", dtype, LAYOUTS[s]) for s in LAYOUTS}
+        return base_config(good, data=files)
+
+    return setup
+
+
+AWKWARD = [
+    Awkward("float16", float_files(np.float16), PREPROCESSED),
+    Awkward("float32", float_files(np.float32), PREPROCESSED),
+]
+# The runs a test of this module needs other than its case (default: the good run).
+RUNS_OF = {"test_float16_matrices_are_read_as_float32": {"float16", "float32"}}
 
 
 @dataclass
@@ -456,10 +527,10 @@ def selected_names(request: pytest.FixtureRequest) -> set[str]:
     """The cases (and "good") that the selected tests of this module need."""
     names = set()
     for item in request.session.items:
-        if item.module is not request.module:
+        if item.module is not request.module or "runs" not in item.fixturenames:
             continue
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        names |= {case.name} if case else {"good"}
+        names |= {case.name} if case else RUNS_OF.get(item.originalname, {"good"})
         names |= {"good"} if case and case.needs_model else set()
     return names
 
@@ -491,11 +562,18 @@ def runs(request, pbmc, tmp_path_factory) -> dict[str, Outcome]:
         config = config if config is not None else case.setup(work, good)
         return Outcome.of(snakemake(work, "all", config=config, check=False), work, config)
 
+    def awkward_run(run: Awkward, config: dict) -> Outcome:
+        work = root / run.name
+        return Outcome.of(snakemake(work, *run.targets, config=config, check=False), work, config)
+
     good = Good(root, *(ad.read_h5ad(paths[f"{s}.h5ad"]) for s in ("train", "val", "predict")), model)
     try:
         with ThreadPoolExecutor(WORKERS) as pool:
             if "good" in names:
                 outcomes["good"] = pool.submit(good_run)
+            for run in (run for run in AWKWARD if run.name in names):
+                (root / run.name).mkdir()
+                outcomes[run.name] = pool.submit(awkward_run, run, run.setup(root / run.name, good))
             for case in sorted(CASES, key=lambda c: c.needs_model):  # those waiting for the model last
                 if case.name not in names:
                     continue
@@ -558,3 +636,66 @@ def test_user_input_files_are_only_read(runs: dict[str, Outcome]) -> None:
     before, after = outcome.hashes
     assert set(before) == {"train.h5ad", "val.h5ad", "predict.h5ad", "sets.gmt"}
     assert before == after
+
+
+def test_float16_matrices_are_read_as_float32(runs: dict[str, Outcome]) -> None:
+    """float16 X (dense, CSR, CSC) is preprocessed into the bins of the same values in float32."""
+    for name in ("float16", "float32"):
+        assert runs[name].result.returncode == 0, runs[name].output[-3000:]
+    work = runs["float16"].workdir
+    for split, layout in LAYOUTS.items():
+        with h5py.File(work / f"{split}.h5ad") as handle:
+            stored = handle["X"] if layout == "dense" else handle["X/data"]
+            assert stored.dtype == np.float16
+        half, single = (
+            ad.read_h5ad(runs[name].workdir / f"results/preprocessed/{split}.h5ad")
+            for name in ("float16", "float32")
+        )
+        assert list(half.var_names) == list(single.var_names)
+        assert half.X.nnz > 0 and (half.X != single.X).nnz == 0, split
+        assert (half.layers[EXPRESSION_LAYER] != single.layers[EXPRESSION_LAYER]).nnz == 0, split
+
+
+def test_float16_raw_matrix_is_split_and_preprocessed_as_float32(tmp_path: Path, pbmc: ad.AnnData) -> None:
+    """A float16 sparse raw/X (beside a float16 dense X) reads as float32 in split_data and
+    preprocess, with the bins of its float32 copy."""
+    values = sp.csr_matrix(pbmc.X[:200].toarray().astype(np.float16).astype(np.float32))
+    paths = {}
+    for dtype in (np.float16, np.float32):
+        adata = ad.AnnData(values, pbmc.obs[:200], pbmc.var)
+        adata.raw = adata
+        adata.X = values.toarray().astype(dtype)
+        paths[dtype] = write(adata, tmp_path / f"{np.dtype(dtype).name}.h5ad")
+    with h5py.File(paths[np.float16], "r+") as handle:
+        data = handle["raw/X/data"][...]
+        del handle["raw/X/data"]
+        handle["raw/X/data"] = data.astype(np.float16)
+    source = load_source(paths[np.float16], use_raw=True)
+    assert source.X.dtype == np.float32 and (sp.csr_matrix(source.X) != values).nnz == 0
+    assert load_source(paths[np.float16], use_raw=False).X.dtype == np.float32
+    settings = PreprocessSettings(min_cells=5, use_raw=True)
+    half, single = (preprocess_file(paths[dtype], settings) for dtype in (np.float16, np.float32))
+    assert half.X.nnz > 0 and (half.X != single.X).nnz == 0
+
+
+def test_genes_differing_only_in_letter_case_are_named_when_aligning(
+    tmp_path: Path, pbmc: ad.AnnData, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A val or predict file in another letter case fails with a hint; partly so, warns with it."""
+    trained = np.asarray(pbmc.var_names[:100])
+    lower = write(lowercase_genes(pbmc[:50, :100]), tmp_path / "val.h5ad")
+    with pytest.raises(InputError) as caught:
+        preprocess_file(lower, PreprocessSettings(), trained_genes=trained)
+    assert f"{lower}: none of its 100 genes is among the model's 100 trained genes" in str(caught.value)
+    assert (
+        f"; 100 of its genes match the model's only when letter case is ignored (e.g. {trained[0].lower()!r}"
+        f" vs {trained[0]!r}): rename var_names to the model's case" in str(caught.value)
+    )
+    partly = pbmc[:50, :100].copy()
+    partly.var_names = [*trained[:30], *np.char.lower(trained[30:].astype(str))]
+    preprocess_file(write(partly, tmp_path / "predict.h5ad"), PreprocessSettings(), trained_genes=trained)
+    assert "only 30 of the 100 trained genes (30%) are in the file" in caplog.text
+    assert (
+        f"70 of its genes match the model's only when letter case is ignored (e.g. {trained[30].lower()!r}"
+        in (caplog.text)
+    )

@@ -11,6 +11,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
+from conftest import assert_held_out
 from test_workflow import MODEL_FILES, planned_jobs
 
 from scgenai_flow.cli import main
@@ -97,14 +98,10 @@ SHAPES = {
 
 
 def expected_native(root: Path, shape: str) -> dict:
-    """The native config each shape must become, written out by hand."""
-    data = {
-        "multiomics": False,
-        "target_feature": "bulk_labels",
-        "train": f"{root}/train.h5ad",
-        "val": f"{root}/val.h5ad",
-    }
-    context = {"depth": 2, "max_length": 1024, "method": "random"}
+    """The native config each shape must become, written out by hand: the keys the old file sets
+    (every other key takes the schema default, the same whichever way the file is run)."""
+    data = {"target_feature": "bulk_labels", "train": f"{root}/train.h5ad", "val": f"{root}/val.h5ad"}
+    context = {"max_length": 1024, "method": "random"}
     model = {"backbone": "llama", "size": "small"}
     if shape == "random":
         model = {"backbone": "scgent", "size": "normal"}
@@ -115,21 +112,14 @@ def expected_native(root: Path, shape: str) -> dict:
     if shape == "biofunction":
         context = {"depth": 2, "gmt": f"{root}/sets.gmt", "max_length": 1024, "method": "biofunction"}
     if shape == "multiomics":
-        data = {
-            "multiomics": True,
-            "target_feature": "bulk_labels",
-            "train": f"{root}/train.h5ad",
-            "train_adt": f"{root}/train_ADT.h5ad",
-            "val": f"{root}/val.h5ad",
-            "val_adt": f"{root}/val_ADT.h5ad",
-        }
+        data |= {"multiomics": True, "train_adt": f"{root}/train_ADT.h5ad", "val_adt": f"{root}/val_ADT.h5ad"}
+        context["depth"] = 2
     return {
-        "seed": 1314521,
-        "data": data,
+        "data": dict(sorted(data.items())),
         "preprocess": {"min_cells": 50, "num_bins": 10},
         "context": context,
         "model": model,
-        "train": {"batch_size": 1, "learning_rate": 1e-5, "num_epochs": 30, "weight_decay": 0.01},
+        "train": {"batch_size": 1, "learning_rate": 1e-5, "num_epochs": 30},
     }
 
 
@@ -249,9 +239,11 @@ def test_finetune_writes_to_finetune_dir(trained: Path, files: Path) -> None:
         "num_epochs": 1,
         "batch_size": 64,
         "learning_rate": 1e-3,
+        "keepIntermediateFiles": "Yes",
     }
     scgenai(files, "finetune", "--config_file", str(write_config(files / "finetune_old.yaml", old)))
     out = files / "finetuned"
+    assert_held_out(out / "scgenai_work/finetune")
     for name in ("best_model", "last_model"):
         assert MODEL_FILES <= {p.name for p in (out / name).iterdir()}
     assert len(pd.read_csv(out / "combined_epoch_results.csv")) == 1

@@ -13,6 +13,7 @@ import torch
 import yaml
 from conftest import FOUR_TYPES, four_type_cells, preprocessed_h5ad
 
+from scgenai_flow.config import with_defaults
 from scgenai_flow.contexts import load_windows, save_windows
 from scgenai_flow.ensemble import MEMBER_SEED_STEP
 from scgenai_flow.linear import LinearMember, member_features, read_expression
@@ -30,7 +31,8 @@ from scgenai_flow.vocab import Vocabulary
 
 CPU = torch.device("cpu")
 CLASSES = FOUR_TYPES
-CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+# the effective defaults: config/config.yaml (possibly empty) completed from the schema
+CONFIG = with_defaults(yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text()) or {})
 CONFIG["seed"] = 7
 CONFIG["train"].update(num_epochs=2, batch_size=16, learning_rate=2e-3, average_best=2)
 
@@ -113,6 +115,9 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
         probs, val.windows.cell_index, val.n_cells, "mean", linear=linear, network_temperature=own
     )
     assert calibration["temperature"] == pytest.approx(fit_temperature(joint, val.cell_labels))
+    # and the scores it was fitted on are kept, for predict to refit with its offsets
+    np.testing.assert_allclose(calibration["val_scores"], joint, atol=1e-4)
+    assert calibration["val_labels"] == val.cell_labels.tolist()
     assert calibration["temperature"] != pytest.approx(own)  # not the networks' own
     last = load_model(tmp_path / "ens/last")
     assert isinstance(last, CellEnsemble)

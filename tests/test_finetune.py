@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import assert_held_out
 from test_workflow import snakemake
 
 from scgenai_flow.data import stratified_split
@@ -97,6 +98,8 @@ def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc)
     # what the assertions need (not "all": the base model's report and the prediction figures)
     snakemake(tmp_path, "results/predictions.csv", "results/finetune/train_summary.pdf", config=config)
     results = tmp_path / "results"
+    assert_held_out(results)
+    assert_held_out(results / "finetune")  # its val cells split off finetune.train
     pre, fine = (
         Vocabulary.load(results / "model/best_model"),
         Vocabulary.load(results / "finetune/best_model"),

@@ -13,7 +13,7 @@ from conftest import counts_adata
 from scgenai_flow.annotate import PredictionOutputs, report_predictions
 from scgenai_flow.io import InputError, write_h5ad
 from scgenai_flow.metrics import evaluate_predictions, per_class_table
-from scgenai_flow.report import stage_times
+from scgenai_flow.report import decision_row, stage_times
 
 
 def test_per_class_table_matches_hand_counts() -> None:
@@ -36,6 +36,16 @@ def test_evaluation_covers_classes_seen_only_in_predictions() -> None:
     assert evaluation.classes == ["x", "y", "z"]
     assert evaluation.counts.tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 0]]
     assert evaluation.correct.tolist() == [True, False, True]
+
+
+def test_the_decision_line_tells_how_calibrated_the_scores_are(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"truth": ["x", "x", "y", "y"], "PredictedFeature": ["x", "y", "y", "y"], "prediction_score": 0.9}
+    )
+    name, text = decision_row(evaluate_predictions(frame, "truth"), tmp_path, 1.0)
+    # 3 of 4 right at a score of 0.9: ECE |0.75 - 0.9|
+    assert name == "validation cells as predicted"
+    assert text.endswith("the networks, logit adjustment 1; prediction_score mean 0.900, ECE 0.150")
 
 
 def test_stage_times_lists_only_the_stages_that_made_the_model(tmp_path: Path) -> None:

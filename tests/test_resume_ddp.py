@@ -43,11 +43,10 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def train_in_process(workdir: Path, config: dict, target: Path, processes: int | None = None) -> pd.DataFrame:
     results = workdir / "results"
-    config = {**config, "train": {**config["train"], "processes": processes}}
     outputs = TrainOutputs(*(str(target / n) for n in ("best", "last", "history.csv", "info.yaml")))
     train_from_files(
         str(results / "contexts/train.npz"), str(results / "contexts/val.npz"), str(results / "vocab"),
-        config, outputs, threads=2,
+        config, outputs, threads=2, processes=processes,
     )  # fmt: skip
     return pd.read_csv(outputs.history)
 

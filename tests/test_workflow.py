@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, assert_held_out
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 MODEL_FILES = {
@@ -41,9 +42,11 @@ TINY = {
 
 def snakemake_command(workdir: Path, *args: str, config: dict | None = None) -> list[str]:
     """The command running the repository's Snakefile in `workdir` with the default config
-    plus `config` (written to `workdir/overrides.yaml`)."""
-    overrides = workdir / "overrides.yaml"
-    overrides.write_text(yaml.safe_dump(config or TINY))
+    plus `config` (written to `workdir/overrides-<digest>.yaml`, one file per config, so that
+    dry runs of several configs can run at once)."""
+    text = yaml.safe_dump(config or TINY)
+    overrides = workdir / f"overrides-{hashlib.sha1(text.encode()).hexdigest()[:12]}.yaml"
+    overrides.write_text(text)
     return [
         *SNAKEMAKE,
         "-s",
@@ -78,13 +81,6 @@ def planned_jobs(workdir: Path, *targets: str, config: dict | None = None) -> di
     out = snakemake(workdir, *targets, "-n", "--quiet", "rules", config=config).stdout
     table = out[out.index("Job stats") :] if "Job stats" in out else ""
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("run")
-    snakemake(workdir, "all")
-    return workdir
 
 
 @pytest.mark.slow
@@ -122,6 +118,14 @@ def test_all_outputs_of_the_spec_exist(finished_run: Path) -> None:
     ):
         assert (results / "logs" / f"{rule}.log").is_file()
         assert (results / "benchmarks" / f"{rule}.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_no_val_or_predict_cell_is_a_training_cell(finished_run: Path) -> None:
+    cells = assert_held_out(finished_run / "results")
+    assert sum(cells.values()) == 700  # the embedded data, split three ways
+    log = (finished_run / "results/logs/train.log").read_text()
+    assert f"train windows ({cells['train']} cells)" in log and f"val windows ({cells['val']} cells)" in log
 
 
 @pytest.mark.slow
@@ -184,6 +188,7 @@ def test_sharded_prediction_gathers_the_unsharded_table(finished_run: Path, tmp_
         "gather_predictions": 1,
     }
     snakemake(sharded, "results/predictions.csv", config=config)
+    assert_held_out(sharded / "results")  # the shards' windows too
     offsets = pd.read_csv(sharded / "results/shards/offsets.csv")
     assert offsets["cells"].sum() == len(pd.read_csv(finished_run / "results/predictions.csv"))
     assert (sharded / "results/predictions.csv").read_bytes() == (
@@ -343,6 +348,7 @@ def test_every_context_method_runs_end_to_end(context_runs, method: str) -> None
     result = runs[method]
     assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     results = root / method / "results"
+    assert_held_out(results)
     table = pd.read_csv(results / "predictions.csv", index_col=0)
     assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
     reference = {

@@ -75,11 +75,14 @@ def load_dataset(name: str) -> ad.AnnData:
 
 @dataclass
 class Split:
-    """Train (fits), val (model selection, calibration) and test (scored) cells."""
+    """Train (fits), val (model selection, calibration) and test (scored) cells; `source`: the
+    given train file that train and val were split from, which our workflow gets whole with
+    data.val null (it splits val off itself, with the same function and seed)."""
 
     train: ad.AnnData
     val: ad.AnnData
     test: ad.AnnData
+    source: ad.AnnData | None = None
 
     def parts(self) -> dict[str, ad.AnnData]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -113,18 +116,21 @@ def split_dataset(args) -> Split:
         if args.val_file:
             return Split(train, labelled(load_dataset(args.val_file), args.label, args.val_file), test)
         parts = stratified_split(train.obs[args.label], {"val": args.val_fraction}, args.seed)
-        return Split(train[parts["train"]].copy(), train[parts["val"]].copy(), test)
+        return Split(train[parts["train"]].copy(), train[parts["val"]].copy(), test, source=train)
     adata = labelled(load_dataset(args.dataset), args.label, args.dataset)
     return stratified(adata, args.label, args.seed, args.val_fraction, args.test_fraction)
 
 
 def write_split(split: Split, label: str, directory: Path) -> dict[str, Path]:
-    """The three parts as h5ad files (X log-normalised, obs = the label column); a file that
-    already holds the same cells is kept, so that Snakemake reuses earlier runs."""
-    paths = {}
-    for name, part in split.parts().items():
-        paths[name] = directory / f"{name}.h5ad"
-        same = paths[name].exists() and read_obs(paths[name]).index.equals(part.obs_names)
-        if not same:
-            write_h5ad(ad.AnnData(X=part.X, obs=part.obs[[label]], var=part.var[[]]), paths[name])
-    return paths
+    """The three parts (and the `source`, if any) as h5ad files (X log-normalised, obs = the
+    label column); a file that already holds the same cells is kept, so that Snakemake reuses
+    earlier runs."""
+    parts = {**split.parts(), **({"source": split.source} if split.source is not None else {})}
+    return {name: write_part(part, label, directory / f"{name}.h5ad") for name, part in parts.items()}
+
+
+def write_part(part: ad.AnnData, label: str, path: Path) -> Path:
+    """One part as an h5ad file, unless `path` already holds the same cells."""
+    if not (path.exists() and read_obs(path).index.equals(part.obs_names)):
+        write_h5ad(ad.AnnData(X=part.X, obs=part.obs[[label]], var=part.var[[]]), path)
+    return path

@@ -164,8 +164,11 @@ def candidate_row(
     offsets = prior_offsets(
         training_class_cells(results, classes.size), float(decide.get("logit_adjustment", 0))
     )
-    val = joint_scores(val, linear=linear["val"], network_temperature=network_temperature)
-    test = joint_scores(test, linear=linear["test"], offsets=offsets, network_temperature=network_temperature)
+    # the score temperature is fitted on the validation cells decided as the test cells are (as predict does)
+    val, test = (
+        joint_scores(part, linear=linear[key], offsets=offsets, network_temperature=network_temperature)
+        for key, part in (("val", val), ("test", test))
+    )
     temperature = fit_temperature(val, scores[0]["val_labels"])
     label = test.argmax(axis=1)
     result = {

@@ -1,8 +1,10 @@
 """Our workflow on a split, run through Snakemake as a user would: the split files as
-data.train / data.val / data.predict, a named config on top of config/config.yaml."""
+data.train / data.val / data.predict (or a given train file whole, with data.val null), a named
+config on top of config/config.yaml."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,12 +15,25 @@ import anndata as ad
 import pandas as pd
 import yaml
 
-from scgenai_flow.io import InputError
+from scgenai_flow.io import InputError, read_obs
+from scgenai_flow.metrics import evaluate_predictions, expected_calibration_error
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+log = logging.getLogger("accuracy")
 # Rules on the way to a trained model, and those that predict (benchmarks/<name>.tsv).
-TRAIN_STAGES = ("preprocess/train", "preprocess/val", "vocabulary", "contexts/train", "contexts/val", "train")
+TRAIN_STAGES = (
+    "split_data",
+    "preprocess/train",
+    "preprocess/val",
+    "vocabulary",
+    "contexts/train",
+    "contexts/val",
+    "train",
+)
 PREDICT_STAGES = ("preprocess/predict", "contexts/predict", "predict")
+# The validate rule's output: the best model's prediction of every validation cell.
+VALIDATION = "model/validation_predictions.csv"
+TARGETS = ("predictions.csv", VALIDATION)  # what the harness asks Snakemake for, under results/
 
 
 def config_path(name: str) -> Path:
@@ -43,8 +58,17 @@ def effective(repo: Path, named: Path) -> dict:
             )
         return out
 
-    base = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    return merge(base, yaml.safe_load(named.read_text()) or {})
+    base = yaml.safe_load((repo / "config" / "config.yaml").read_text()) or {}
+    return with_schema_defaults(repo, merge(base, yaml.safe_load(named.read_text()) or {}))
+
+
+def with_schema_defaults(repo: Path, config: dict) -> dict:
+    """The keys `config` leaves out from the repo's schema defaults, as Snakemake's validation
+    fills them (a checkout whose config/config.yaml sets every key has nothing to add)."""
+    from scgenai_flow.config import with_defaults
+
+    schema = repo / "workflow" / "schemas" / "config.schema.yaml"
+    return with_defaults(config, yaml.safe_load(schema.read_text())) if schema.is_file() else config
 
 
 def write_if_changed(target: Path, text: str) -> Path:
@@ -107,21 +131,17 @@ def run_ours(
     workdir: Path,
     repo: Path,
     cores: int,
+    val_fraction: float = 0.15,
 ) -> dict:
-    """Run the workflow up to predictions.csv; return predictions (test order), scores, times."""
+    """Run the workflow up to predictions.csv (and the validation cells' predictions); return
+    predictions (test order), scores, times and validation metrics."""
     named = config_path(name)
     config = effective(repo, named)
     workdir.mkdir(parents=True, exist_ok=True)
     overrides = {
         "results": str(workdir / "results"),
         "seed": (yaml.safe_load(named.read_text()) or {}).get("seed", seed),  # a config may fix its own
-        "data": {
-            "train": str(paths["train"]),
-            "val": str(paths["val"]),
-            "predict": str(paths["test"]),
-            "target_feature": label,
-            "use_raw": False,
-        },
+        "data": workflow_data(paths, label, val_fraction),
     }
     context = references(config, train, label, workdir / "references")
     if context:
@@ -130,7 +150,7 @@ def run_ours(
     results = workdir / "results"
     command = [
         *(sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir)),
-        *("--cores", str(cores), "--rerun-incomplete", str(results / "predictions.csv")),
+        *("--cores", str(cores), "--rerun-incomplete", *(str(results / t) for t in TARGETS)),
         *("--configfile", str(repo / "config" / "config.yaml"), str(named), str(workdir / "harness.yaml")),
     ]
     started = time.perf_counter()
@@ -150,6 +170,34 @@ def run_ours(
         "wall_s": time.perf_counter() - started,
         "results": results,
         **epochs(results, config["train"].get("select_by", "accuracy")),
+        **validation(results, label, paths),
+    }
+
+
+def workflow_data(paths: dict[str, Path], label: str, val_fraction: float) -> dict:
+    """The `data` section: the split files, or (given a `source`) the whole train file with
+    data.val null, so that the workflow splits val off it as a user's run does."""
+    own = "source" in paths
+    return {
+        "train": str(paths["source" if own else "train"]),
+        "val": None if own else str(paths["val"]),
+        "predict": str(paths["test"]),
+        "target_feature": label,
+        "use_raw": False,
+        **({"val_fraction": val_fraction} if own else {}),
+    }
+
+
+def validation(results: Path, label: str, paths: dict[str, Path]) -> dict[str, float]:
+    """Macro-F1 and ECE of the validation cells as the validate rule predicted them; warns when
+    the workflow's own val split is not the harness's (the baselines train without it)."""
+    table = pd.read_csv(results / VALIDATION, index_col=0)
+    if set(table.index.astype(str)) != set(read_obs(paths["val"]).index.astype(str)):
+        log.warning("%s: the workflow's validation cells differ from the harness's %s", results, paths["val"])
+    scored = evaluate_predictions(table, label)
+    return {
+        "val_macro_f1": float(scored.table.loc["macro avg", "f1"]),
+        "val_ece": expected_calibration_error(scored.scores, scored.correct),
     }
 
 

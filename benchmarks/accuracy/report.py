@@ -10,6 +10,9 @@ import pandas as pd
 from scgenai_flow.metrics import balanced_accuracy, expected_calibration_error, macro_f1, per_class_table
 
 COLUMNS = ("accuracy", "macro_f1", "balanced_accuracy", "ece", "train_s", "predict_s")
+# Our workflow's own columns: epochs trained, the best epoch, the validation cells' macro-F1 and ECE.
+VALIDATION_COLUMNS = ("val_macro_f1", "val_ece")
+OURS_ONLY = ("epochs", "best_epoch", *VALIDATION_COLUMNS)
 
 
 def score(method: str, true: np.ndarray, result: dict) -> tuple[dict, pd.Series]:
@@ -26,7 +29,7 @@ def score(method: str, true: np.ndarray, result: dict) -> tuple[dict, pd.Series]
         "ece": expected_calibration_error(np.clip(result["score"], 0, 1), t == p),
         "train_s": result["train_s"],
         "predict_s": result["predict_s"],
-        **{k: result[k] for k in ("epochs", "best_epoch") if k in result},
+        **{k: result[k] for k in OURS_ONLY if k in result},
     }
     table = per_class_table(t, p, classes)
     f1 = table.loc[[str(c) for c in classes if c in table.index], "f1"].rename(method)

@@ -105,7 +105,8 @@ def run_split(args: argparse.Namespace) -> int:
             workdir = args.out / "runs" / Path(name).stem
             try:
                 run = ours.run_ours(
-                    name, paths, split.train, args.label, args.seed, workdir, args.repo, args.cores
+                    *(name, paths, split.train, args.label, args.seed, workdir, args.repo, args.cores),
+                    args.val_fraction,
                 )
             except RuntimeError as err:  # one failed config does not lose the others
                 log.error("%s", err)

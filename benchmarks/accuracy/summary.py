@@ -19,6 +19,9 @@ import report
 from scipy.stats import t as student_t
 
 BASELINES = ("logreg", "celltypist")
+# Metrics compared paired by split, and their tables.
+PAIRED = {"macro_f1": "paired.csv", "ece": "paired_ece.csv"}
+LOWER_IS_BETTER = {"ece"}
 
 
 def collect(outs: list[Path]) -> pd.DataFrame:
@@ -39,20 +42,21 @@ def per_method(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample standard deviation of each metric over the splits a method ran on."""
     grouped = rows.groupby("method", sort=False)
     table = pd.DataFrame({"splits": grouped.size()})
-    for metric in report.COLUMNS:
+    for metric in (m for m in (*report.COLUMNS, *report.VALIDATION_COLUMNS) if m in rows):
         table[f"{metric}_mean"] = grouped[metric].mean()
         table[f"{metric}_sd"] = grouped[metric].std(ddof=1)
     return table
 
 
 def paired(rows: pd.DataFrame, metric: str = "macro_f1", versus: str | None = None) -> pd.DataFrame:
-    """Each of our configs minus the best baseline (highest mean), or minus the method
-    `versus`, on the splits both ran on."""
+    """Each of our configs minus the best baseline (highest mean macro-F1), or minus the method
+    `versus`, in `metric` on the splits both ran on."""
     wide = rows.pivot(index="split", columns="method", values=metric)
+    f1 = rows.pivot(index="split", columns="method", values="macro_f1")
     baselines = [b for b in BASELINES if b in wide]
     if (versus is None and not baselines) or (versus is not None and versus not in wide):
         return pd.DataFrame()
-    best = versus or max(baselines, key=lambda b: wide[b].mean())
+    best = versus or max(baselines, key=lambda b: f1[b].mean())
     out = []
     for method in (m for m in wide if m.startswith("ours:") and m != best):
         diff = (wide[method] - wide[best]).dropna()
@@ -66,7 +70,7 @@ def paired(rows: pd.DataFrame, metric: str = "macro_f1", versus: str | None = No
                 f"{metric}_difference": diff.mean(),
                 "ci95_low": diff.mean() - half,
                 "ci95_high": diff.mean() + half,
-                "splits_at_least_as_good": int((diff >= 0).sum()),
+                "splits_at_least_as_good": int((diff <= 0 if metric in LOWER_IS_BETTER else diff >= 0).sum()),
             }
         )
     return pd.DataFrame(out).set_index("method") if out else pd.DataFrame()
@@ -76,15 +80,18 @@ def write_summary(out: Path, more: tuple[Path, ...] = ()) -> str:
     """summary.{csv,md} (per method) and paired.{csv,md} in `out`, over the splits of `out` and
     `more`; returns the Markdown."""
     rows = collect([out, *more])
-    methods, versus = per_method(rows), paired(rows)
+    methods = per_method(rows)
+    versus = {metric: paired(rows, metric) for metric in PAIRED}
     methods.to_csv(out / "summary.csv")
     text = f"splits: {', '.join(sorted(rows['split'].unique()))}\n\n" + report.markdown(
         methods.astype(object)
     )
-    if not versus.empty:
-        versus.to_csv(out / "paired.csv")
-        text += "\nours minus the best baseline, paired by split (macro-F1, 95% t interval):\n\n"
-        text += report.markdown(versus.astype(object))
+    for metric, table in versus.items():
+        if table.empty:
+            continue
+        table.to_csv(out / PAIRED[metric])
+        text += f"\nours minus the best baseline, paired by split ({metric}, 95% t interval):\n\n"
+        text += report.markdown(table.astype(object))
     (out / "summary.md").write_text(text)
     return text
 

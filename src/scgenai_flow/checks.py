@@ -14,7 +14,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .config import default_of
 from .io import InputError, atomic_path, frame_index, nonempty_info, strings
+from .preprocess import case_hint
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,13 @@ class InputPlan:
 
     files: dict[str, str] = field(default_factory=dict)  # h5ad files (RNA and ADT)
     raw: list[str] = field(default_factory=list)  # files read from .raw
-    target_feature: str = "bulk_labels"
+    target_feature: str = default_of("data.target_feature")
     labelled: list[str] = field(default_factory=list)  # files that need the label column
     min_classes: list[str] = field(default_factory=list)  # files that need two classes or more
     classes_within: dict[str, list[str]] = field(default_factory=dict)  # val -> where its classes come from
     genes_from: dict[str, list[str]] = field(default_factory=dict)  # predict -> where the genes come from
     same_cells: dict[str, str] = field(default_factory=dict)  # ADT file -> its RNA file
+    held_out: dict[str, str] = field(default_factory=dict)  # val / predict file -> the train file
     reference: dict[str, str] = field(default_factory=dict)  # key, path, method, genes (a file key or "")
     models: dict[str, str] = field(default_factory=dict)  # model dirs
 
@@ -83,6 +86,15 @@ def input_plan(config: Mapping[str, Any], trains_here: bool) -> InputPlan:
         "same_cells": {
             k: k[: -len("_adt")] for k in files if k.endswith("_adt") and k[: -len("_adt")] in files
         },
+    }
+    plan["held_out"] = {
+        held: train
+        for held, train in (
+            ("data.val", "data.train"),
+            ("data.predict", "data.train"),
+            ("finetune.val", "finetune.train"),
+        )
+        if held in files and train in files
     }
     if "data.val" in files and "data.train" in files:
         plan["classes_within"] = {"data.val": ["data.train"]}
@@ -355,6 +367,9 @@ def check_inputs(plan: InputPlan) -> dict[str, str]:
     for adt, rna in plan.same_cells.items():
         if adt in headers and rna in headers:
             problems.attempt(adt, same_cells, headers[adt], headers[rna], plan.files[adt], rna)
+    for key, train in plan.held_out.items():
+        if key in headers and train in headers:
+            problems.attempt(key, held_out, key, headers[key], headers[train], plan.files[key], train)
     for key, sources in plan.classes_within.items():
         if key in classes and all(s in classes for s in sources):
             problems.attempt(key, known_classes, classes[key], sources, classes, plan.files[key])
@@ -384,6 +399,23 @@ def same_cells(adt: Header, rna: Header, path: str, rna_key: str) -> None:
         )
 
 
+def held_out(key: str, held: Header, train: Header, path: str, train_key: str) -> None:
+    """Validation cells are never training cells (by barcode); predicting training cells is
+    allowed, with a warning (their scores say nothing about new cells)."""
+    shared = held.cells.intersection(train.cells)
+    if not shared.size:
+        return
+    what = f"{path}: {shared.size} of its {held.cells.size} cells are also in {train_key}"
+    what += f" (e.g. {', '.join(shared[:3])})"
+    if key == "data.predict":
+        log.warning("%s: %s; their scores say nothing about cells the model never saw", key, what)
+        return
+    raise InputError(
+        f"{what}; expected validation cells held out from training (where barcodes repeat across"
+        " samples, make obs_names unique, e.g. prefixed with the sample)"
+    )
+
+
 def known_classes(found: set[str], sources: list[str], classes: Mapping[str, set[str]], path: str) -> None:
     """Validation labels must be classes the model is trained on."""
     known = set().union(*(classes[s] for s in sources))
@@ -398,10 +430,12 @@ def known_classes(found: set[str], sources: list[str], classes: Mapping[str, set
 def shared_genes(names: pd.Index, sources: list[str], genes: Mapping[str, pd.Index], path: str) -> None:
     """The data to predict shares genes with the model."""
     known = pd.Index(np.concatenate([genes[s].to_numpy(dtype=str) for s in sources]))
+    owner = " and ".join(sources)
     if not names.isin(known).any():
         raise InputError(
             f"{path}: none of its {names.size} genes is among the {known.unique().size} genes of"
-            f" {' and '.join(sources)}; expected the same gene names (e.g. {', '.join(known[:3])})"
+            f" {owner}; expected the same gene names (e.g. {', '.join(known[:3])})"
+            + case_hint(names.to_numpy(dtype=str), known.to_numpy(dtype=str), owner)
         )
 
 
@@ -412,6 +446,7 @@ def reference_matches(reference: Mapping[str, str], genes: pd.Index | None) -> N
         raise InputError(
             f"{reference['path']}: none of its {np.unique(listed).size} genes is among the {genes.size} genes"
             f" of {reference['genes']}; expected the same gene names (e.g. {', '.join(genes[:3])})"
+            + case_hint(np.unique(listed), genes.to_numpy(dtype=str), reference["genes"], "its genes")
         )
 
 

@@ -9,15 +9,18 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from .io import InputError, atomic_path
-from .legacy import LegacyRun, resolve_paths, translate
+from .legacy import LegacyRun, deep_update, resolve_paths, translate
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
+# The original scGenAI's method, layered under a config on purpose (`--original`).
+ORIGINAL_PRESET = REPO / "config" / "presets" / "original.yaml"
 log = logging.getLogger("scgenai")
 
 STAGES = """\
@@ -37,7 +40,7 @@ examples:
   scgenai train --config_file config_Train.yaml        # a config file of the original scGenAI
   scgenai predict --config_file config_Prediction.yaml
   scgenai config convert config_Train.yaml > native.yaml
-  scgenai run --configfile native.yaml --cores 4 results/predictions.csv
+  scgenai run --cores 4 results/predictions.csv --configfile native.yaml
   scgenai run --cores 2 results/model/train_summary.pdf --forcerun report
 docs/cli.md lists every flag and how each key of the original maps to the native config."""
 
@@ -56,9 +59,13 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def legacy_run(config_file: str | Path, command: str | None) -> LegacyRun:
-    """Translate an old config file; its relative paths are taken from the current directory."""
-    return translate(resolve_paths(read_yaml(config_file), Path.cwd()), command)
+def legacy_run(config_file: str | Path, command: str | None, original: bool = False) -> LegacyRun:
+    """Translate an old config file; its relative paths are taken from the current directory.
+    With `original`, the translation is layered over the original's method (the preset)."""
+    run = translate(resolve_paths(read_yaml(config_file), Path.cwd()), command)
+    if original:
+        run = replace(run, config=deep_update(read_yaml(ORIGINAL_PRESET), run.config))
+    return run
 
 
 def work_dir(run: LegacyRun) -> Path:
@@ -69,7 +76,7 @@ def work_dir(run: LegacyRun) -> Path:
     return first.parent / "scgenai_work"
 
 
-def runtime_config(run: LegacyRun, results: Path, cores: int, gpus: int) -> dict:
+def runtime_config(run: LegacyRun, results: Path, cores: int, gpus: int | str) -> dict:
     """The translated config plus where results go and each GPU rule's threads and GPUs."""
     config = {**run.config, "results": str(results)}
     for section in ("train", "finetune", "predict"):
@@ -118,9 +125,11 @@ def publish(source: Path, target: Path) -> None:
     log.info("wrote %s", target)
 
 
-def run_legacy(command: str, config_file: str, cores: int, gpus: int, dry_run: bool) -> int:
+def run_legacy(
+    command: str, config_file: str, cores: int, gpus: int | str, dry_run: bool, original: bool = False
+) -> int:
     """`scgenai train|predict|finetune --config_file FILE`: run and publish the outputs."""
-    run = legacy_run(config_file, command)
+    run = legacy_run(config_file, command, original)
     for note in run.notes:
         log.info("%s: %s", config_file, note)
     work = work_dir(run)
@@ -146,9 +155,9 @@ def run_legacy(command: str, config_file: str, cores: int, gpus: int, dry_run: b
     return 0
 
 
-def convert(config_file: str) -> int:
+def convert(config_file: str, original: bool = False) -> int:
     """Print the native config equivalent to an old one."""
-    run = legacy_run(config_file, None)
+    run = legacy_run(config_file, None, original)
     for note in run.notes:
         log.info("%s: %s", config_file, note)
     header = f"# scgenai-flow config translated from {config_file} (mode {run.mode})\n"
@@ -159,10 +168,11 @@ def convert(config_file: str) -> int:
 def run_native(args: argparse.Namespace, extra: list[str]) -> int:
     """`scgenai run`: the native workflow through Snakemake's own command line, in process
     (profiles and executor plugins are resolved there, not by its Python API); `extra`
-    (targets, other flags) is passed through as given."""
+    (targets, other flags) is passed through as given, before `--configfile`: that flag takes
+    every following word as a file, so a target after it would be read as a config file."""
     from snakemake.cli import main as snakemake_main
 
-    argv = ["--snakefile", str(SNAKEFILE), "--cores", str(args.cores)]
+    argv = ["--snakefile", str(SNAKEFILE), "--cores", str(args.cores), *extra]
     argv += ["--configfile", *(args.configfile or [str(REPO / "config/config.yaml")])]
     if args.profile:
         argv += ["--profile", args.profile]
@@ -171,17 +181,25 @@ def run_native(args: argparse.Namespace, extra: list[str]) -> int:
     if args.dry_run:
         argv.append("--dry-run")
     try:
-        snakemake_main([*argv, *extra])
+        snakemake_main(argv)
     except SystemExit as done:
         return int(done.code or 0)
     return 0
 
 
-def default_gpus() -> int:
-    """1 where torch sees a GPU (the original used it), else 0."""
-    import torch
+def gpu_count(value: str) -> int | str:
+    """`--gpus`: a count, or auto (a GPU where torch sees one, as the original did)."""
+    if value == "auto":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of GPUs or auto, got {value!r}")
+    return int(value)
 
-    return 1 if torch.cuda.is_available() else 0
+
+ORIGINAL_HELP = (
+    "the original scGenAI's method (config/presets/original.yaml) for keys the file leaves out;"
+    " default: the recommended method (the schema's defaults)"
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -201,8 +219,12 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--config_file", required=True, help="YAML config in the original's flat format")
         sub.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="CPU cores (default: all)")
         sub.add_argument(
-            "--gpus", type=int, default=None, help="GPUs per GPU rule (default: 1 if CUDA works)"
+            "--gpus",
+            type=gpu_count,
+            default="auto",
+            help="GPUs per GPU rule, or auto (default): a GPU where torch sees one",
         )
+        sub.add_argument("--original", action="store_true", help=ORIGINAL_HELP)
         sub.add_argument("-n", "--dry-run", action="store_true", help="show the jobs, run nothing")
     run = commands.add_parser(
         "run",
@@ -222,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     tools = config.add_subparsers(dest="tool", required=True, metavar="TOOL")
     conv = tools.add_parser("convert", help="print the native config equivalent to an original one")
     conv.add_argument("config_file", help="YAML config in the original's flat format")
+    conv.add_argument("--original", action="store_true", help=ORIGINAL_HELP)
     return main
 
 
@@ -237,9 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return run_native(args, extra)
         if args.command == "config":
-            return convert(args.config_file)
-        gpus = default_gpus() if args.gpus is None else args.gpus
-        return run_legacy(args.command, args.config_file, args.cores, gpus, args.dry_run)
+            return convert(args.config_file, args.original)
+        return run_legacy(args.command, args.config_file, args.cores, args.gpus, args.dry_run, args.original)
     except InputError as err:
         log.error("%s", err)
         return 2

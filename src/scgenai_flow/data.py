@@ -80,15 +80,16 @@ def write_splits(
 
 
 def load_source(source: str, use_raw: bool) -> ad.AnnData:
-    """The data set to split: the embedded one by name, or a user's h5ad (read, never modified)."""
+    """The data set to split: the embedded one by name, or a user's h5ad (read, never modified;
+    float16 X and raw/X read as float32)."""
     if source == EMBEDDED:
         return embedded_pbmc68k()
     import anndata as ad
 
-    from .io import h5ad_info
+    from .io import h5ad_info, read_h5ad
 
-    h5ad_info(source, use_raw)  # clear error for a missing or non-h5ad file
-    adata = ad.read_h5ad(source)
+    h5ad_info(source, use_raw)  # clear error for a missing or non-h5ad file, or a non-numeric matrix
+    adata = read_h5ad(source)
     if use_raw:
         if adata.raw is None:
             raise InputError(f"{source}: use_raw is true but the file has no .raw; expected a .raw matrix")

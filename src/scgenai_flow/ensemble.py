@@ -43,7 +43,7 @@ def member_models(
     single run with its seed would): the pretrained model's networks grown (fine-tuning), or
     `train.ensemble` new ones."""
     pretrained = pretrained_members(pretrained_dir, vocab, max_length) if pretrained_dir else None
-    count = len(pretrained) if pretrained else int(config["train"].get("ensemble", 1))
+    count = len(pretrained) if pretrained else int(config["train"]["ensemble"])
     for index in range(count):
         seed = config["seed"] + MEMBER_SEED_STEP * index
         seed_everything(seed)

@@ -8,10 +8,11 @@ import gc
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -42,6 +43,7 @@ class H5adInfo:
     n_cells: int
     n_genes: int
     layout: str  # "csr", "csc" or "dense"
+    dtype: np.dtype  # of the values as read (float16 upcast to float32)
 
 
 def _open_h5ad(path: str | Path) -> h5py.File:
@@ -63,7 +65,7 @@ def _matrix_node(handle: h5py.File, path: Path, use_raw: bool) -> h5py.Group | h
 
 
 def h5ad_info(path: str | Path, use_raw: bool = False) -> H5adInfo:
-    """Shape and storage layout of the expression matrix."""
+    """Shape, storage layout and value dtype of the expression matrix (non-numeric refused)."""
     path = Path(path)
     with _open_h5ad(path) as handle:
         node = _matrix_node(handle, path, use_raw)
@@ -73,7 +75,76 @@ def h5ad_info(path: str | Path, use_raw: bool = False) -> H5adInfo:
         else:
             n_cells, n_genes = (int(v) for v in node.attrs["shape"])
             layout = node.attrs.get("encoding-type", "csr_matrix")[:3]
-    return H5adInfo(path, n_cells, n_genes, layout)
+        dtype = value_dtype(node, path, use_raw)
+    return H5adInfo(path, n_cells, n_genes, layout, dtype)
+
+
+Element = h5py.Group | h5py.Dataset
+
+# Stored value kinds read as numbers: booleans, integers and floats.
+NUMERIC_KINDS = "biuf"
+KIND_NAMES = {"O": "Python objects", "S": "strings", "U": "strings", "c": "complex numbers", "V": "records"}
+
+
+@cache
+def _scipy_takes(dtype: np.dtype) -> bool:
+    try:
+        sp.csr_matrix((0, 0), dtype=dtype)
+    except ValueError:
+        return False
+    return True
+
+
+def sparse_safe(stored: np.dtype) -> np.dtype:
+    """The dtype numeric values of type `stored` are read as: their own where scipy.sparse
+    takes it, else native byte order, else float32 (float16); booleans as float32."""
+    if stored.kind == "b":
+        return np.dtype(np.float32)
+    for dtype in (stored, stored.newbyteorder("=")):
+        if _scipy_takes(dtype):
+            return dtype
+    return np.dtype(np.float32)
+
+
+def value_dtype(node: h5py.Group | h5py.Dataset, path: str | Path, use_raw: bool) -> np.dtype:
+    """The dtype a matrix's values are read as; non-numeric values are refused."""
+    matrix = "raw/X" if use_raw else "X"
+    data = node if isinstance(node, h5py.Dataset) else node.get("data")
+    if not isinstance(data, h5py.Dataset):
+        raise InputError(
+            f"{path}: {matrix} is neither an array nor a sparse matrix; expected an AnnData matrix"
+        )
+    if data.dtype.kind not in NUMERIC_KINDS:
+        text = h5py.check_string_dtype(data.dtype) is not None
+        kind = "strings" if text else KIND_NAMES.get(data.dtype.kind, f"{data.dtype} values")
+        raise InputError(
+            f"{path}: {matrix} holds {kind}, not numbers; expected a numeric matrix of counts or"
+            " log-normalised values"
+        )
+    return sparse_safe(data.dtype)
+
+
+def read_values(
+    dataset: h5py.Dataset, dtype: np.dtype, start: int = 0, stop: int | None = None
+) -> np.ndarray:
+    """Rows `start:stop` of a dataset, converted to `dtype` while they are read."""
+    source = dataset if dataset.dtype == dtype else dataset.astype(dtype)
+    return np.asarray(source[start:stop])
+
+
+def read_sparse(node: h5py.Group, dtype: np.dtype) -> sp.csr_matrix | sp.csc_matrix:
+    """A whole sparse matrix group (CSR or CSC as stored), its values read as `dtype`."""
+    shape = tuple(int(v) for v in node.attrs["shape"])
+    kind = sp.csc_matrix if node.attrs.get("encoding-type", "csr_matrix").startswith("csc") else sp.csr_matrix
+    return kind((read_values(node["data"], dtype), node["indices"][...], node["indptr"][...]), shape=shape)
+
+
+def csr_rows(node: h5py.Group, dtype: np.dtype, start: int, stop: int) -> sp.csr_matrix:
+    """Rows `start:stop` of a CSR matrix group, its values read as `dtype`."""
+    indptr = node["indptr"][start : stop + 1].astype(np.int64)
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    data, indices = read_values(node["data"], dtype, lo, hi), node["indices"][lo:hi]
+    return sp.csr_matrix((data, indices, indptr - lo), shape=(indptr.size - 1, int(node.attrs["shape"][1])))
 
 
 def nonempty_info(path: str | Path, use_raw: bool = False) -> H5adInfo:
@@ -136,26 +207,45 @@ def read_var_names(path: str | Path, use_raw: bool = False) -> np.ndarray:
 def iter_csr_chunks(
     path: str | Path, chunk_cells: int = 5_000, use_raw: bool = False
 ) -> Iterator[sp.csr_matrix]:
-    """Yield the expression matrix as CSR blocks of at most `chunk_cells` rows."""
+    """Yield the expression matrix as CSR blocks of at most `chunk_cells` rows (values scipy.sparse
+    cannot hold, float16, are upcast to float32 block by block)."""
     path = Path(path)
     with _open_h5ad(path) as handle:
         node = _matrix_node(handle, path, use_raw)
+        dtype = value_dtype(node, path, use_raw)
         if isinstance(node, h5py.Dataset):
-            n_cells = node.shape[0]
-            for start in range(0, n_cells, chunk_cells):
-                yield sp.csr_matrix(node[start : start + chunk_cells])
+            for start in range(0, node.shape[0], chunk_cells):
+                yield sp.csr_matrix(read_values(node, dtype, start, start + chunk_cells))
             return
-        from anndata.io import sparse_dataset
-
-        matrix = sparse_dataset(node)
-        if matrix.format == "csc":
+        if node.attrs.get("encoding-type", "csr_matrix").startswith("csc"):
             # Row blocks of a CSC matrix cost a full scan each: convert once.
-            whole = matrix.to_memory().tocsr()
+            whole = read_sparse(node, dtype).tocsr()
             for start in range(0, whole.shape[0], chunk_cells):
                 yield whole[start : start + chunk_cells]
             return
-        for start in range(0, matrix.shape[0], chunk_cells):
-            yield matrix[start : start + chunk_cells]
+        n_cells = int(node.attrs["shape"][0])
+        for start in range(0, n_cells, chunk_cells):
+            yield csr_rows(node, dtype, start, min(start + chunk_cells, n_cells))
+
+
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """A whole h5ad as anndata reads it, but with X and raw/X of float16 (dense or sparse), and
+    any sparse matrix of values scipy.sparse cannot hold, read as float32."""
+    from anndata.experimental import read_dispatched
+
+    def read(default: Callable[[Element], Any], name: str, elem: Element, iospec: Any) -> Any:
+        values = elem if isinstance(elem, h5py.Dataset) else elem.get("data")
+        if not isinstance(values, h5py.Dataset) or values.dtype.kind not in NUMERIC_KINDS:
+            return default(elem)
+        dtype = sparse_safe(values.dtype)
+        if dtype != values.dtype and iospec.encoding_type in ("csr_matrix", "csc_matrix"):
+            return read_sparse(elem, dtype)
+        if dtype != values.dtype and name in ("/X", "/raw/X") and elem is values:
+            return read_values(elem, dtype)
+        return default(elem)
+
+    with _open_h5ad(path) as handle:
+        return read_dispatched(handle, read)
 
 
 @contextlib.contextmanager

@@ -10,29 +10,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .config import schema_default
 from .io import InputError
 
 MODES = {"train": "Train", "predict": "Predict", "finetune": "Finetune"}
 # Top-level keys of the native config; `seed` is shared by both formats.
 NATIVE_SECTIONS = ("results", "data", "preprocess", "context", "model", "train", "finetune", "predict")
 
-# The original tool's defaults (its Config class), so an old file behaves as it did there.
-ORIGINAL_DEFAULTS: dict[str, Any] = {
-    "seed": 1314521,
-    "target_feature": "celltype",
-    "num_bins": 10,
-    "min_cells": 50,
-    "model_backbone_name": "llama",
-    "model_backbone_size": "normal",
-    "max_length": 1024,
-    "context_method": "random",
-    "depth": 2,
-    "multiomics": False,
-    "batch_size": 8,
-    "learning_rate": 1e-5,
-    "num_epochs": 30,
-    "weight_decay": 0.01,
-}
+# An old file without target_feature meant the original's label column. Every other key it
+# leaves out takes the schema default (the recommended method), whichever way the file is run;
+# the original's method is the preset config/presets/original.yaml (`scgenai train --original`).
+ORIGINAL_TARGET_FEATURE = "celltype"
 NOT_USED = {
     "cache_dir": "no model templates are downloaded",
     "output_dir": "outputs go to model_dir, finetune_dir and outputfile",
@@ -113,9 +101,7 @@ PATH_KEYS = (
     "log_dir",
     "cache_dir",
 )
-LEGACY_KEYS = frozenset(
-    ["mode", *ORIGINAL_DEFAULTS, *RUN_USED["finetune"], *NOT_USED, *PATH_KEYS, *TRAIN_MAP, *PREDICT_MAP]
-)
+LEGACY_KEYS = frozenset(["mode", *RUN_USED["finetune"], *NOT_USED, *PATH_KEYS, *TRAIN_MAP, *PREDICT_MAP])
 # What each mode writes: native result path (under `results`) -> (run key, name there).
 MODEL_OUTPUTS = ("best_model", "last_model", "combined_epoch_results.csv", "train_summary.pdf")
 OUTPUTS = {
@@ -292,13 +278,12 @@ def translate_flat(flat: Mapping[str, Any], command: str | None = None) -> Legac
         raise InputError(f"mode {MODES[mode]} needs config key(s): {', '.join(missing)}")
     mapping, config, notes = MAPS[mode], {}, []
     if mode == "train":
-        values = {**ORIGINAL_DEFAULTS, **values}
+        if "target_feature" not in values:
+            notes.append(f"target_feature: not set; the original's {ORIGINAL_TARGET_FEATURE!r} is used")
+        values = {"target_feature": ORIGINAL_TARGET_FEATURE, **values}
     else:
         config, notes, target_feature = from_model(mode, values)
-        loop = (
-            {key: ORIGINAL_DEFAULTS[key] for key in ("min_cells", *LOOP_KEYS)} if mode == "finetune" else {}
-        )
-        values = {"seed": ORIGINAL_DEFAULTS["seed"], "target_feature": target_feature, **loop, **values}
+        values = {"target_feature": target_feature, **values}
     # model keys and predict's batch_size were taken from the model (with a note if they differ)
     used = set(mapping) | RUN_USED[mode] | {"mode", "batch_size", *MODEL_KEYS}
     for key, value in values.items():
@@ -309,7 +294,7 @@ def translate_flat(flat: Mapping[str, Any], command: str | None = None) -> Legac
             notes.append(f"{key}: accepted, not used ({NOT_USED[key]})")
         elif key not in used:
             notes.append(f"{key}: accepted, not used in {MODES[mode]} mode")
-    check_adt(mode, values, config["data"]["multiomics"])
+    check_adt(mode, values, config.get("data", {}).get("multiomics", schema_default("data.multiomics")))
     if values.get("savelog") and not values.get("log_dir"):
         raise InputError("savelog is Yes: log_dir is required")
     return LegacyRun(

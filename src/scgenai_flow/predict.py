@@ -3,6 +3,7 @@ calibrated scores, in time linear in windows."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,8 +13,10 @@ import torch
 
 from .contexts import Windows
 from .io import InputError
-from .models import CellClassifier
+from .models import Calibration, CellClassifier
 from .runtime import autocast
+
+log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("context_id", "PredictedFeature", "prediction_score")
 
@@ -193,6 +196,15 @@ def fit_temperature(log_scores: np.ndarray, labels: np.ndarray) -> float:
     return float(TEMPERATURES[int(np.argmin(losses))])
 
 
+def score_temperature(calibration: Calibration, offsets: np.ndarray | None = None) -> float:
+    """The temperature of `prediction_score`: fitted on the model's validation cells' log-scores
+    plus `offsets`, i.e. on the scores prediction decides with; the stored one for model dirs
+    that kept no validation scores."""
+    if calibration.val_scores is None or calibration.val_labels is None:
+        return calibration.temperature
+    return fit_temperature(joint_scores(calibration.val_scores, offsets=offsets), calibration.val_labels)
+
+
 def _argmax_per_cell(values: np.ndarray, cell_index: np.ndarray, first: np.ndarray) -> np.ndarray:
     """Per cell, the index of its first window with the largest value."""
     best = np.maximum.reduceat(values, first)
@@ -251,10 +263,9 @@ def predict_from_files(
 ) -> pd.DataFrame:
     """Predict every cell of a preprocessed file from its saved windows (and the model's linear
     member, if it has one); write the CSV. Scores use the model's fitted temperature when
-    `calibrate`; `logit_adjustment` shifts decisions towards the model's rare training classes
-    (`prior_offsets`); cells scoring below `unassigned_below` are called `Unassigned`."""
-    import logging
-
+    `calibrate` (`score_temperature`: fitted with the offsets used); `logit_adjustment` shifts
+    decisions towards the model's rare training classes (`prior_offsets`); cells scoring below
+    `unassigned_below` are called `Unassigned`."""
     from .contexts import load_windows
     from .io import read_obs, write_csv
     from .linear import LinearMember, member_features, read_expression
@@ -287,13 +298,15 @@ def predict_from_files(
         expression = read_expression(cells_h5ad, vocab, len(obs)) if member.expression else None
         linear = member.log_probs(member_features(windows, len(obs), vocab, expression))
     offsets = prior_offsets(calibration.class_cells, logit_adjustment) if logit_adjustment else None
+    temperature = score_temperature(calibration, offsets) if calibrate else 1.0
+    log.info("prediction_score temperature %.3f (stored %.3f)", temperature, calibration.temperature)
     probs = window_probabilities(model, windows, batch_size, device)  # the long step, after the checks
     cells = predict_cells(
         probs,
         windows.cell_index,
         len(obs),
         aggregation,
-        calibration.temperature if calibrate else 1.0,
+        temperature,
         linear=linear,
         offsets=offsets,
         network_temperature=calibration.network_temperature,
@@ -301,7 +314,7 @@ def predict_from_files(
     table = prediction_table(obs, windows, cells, vocab.classes, unassigned_below)
     known = labels >= 0
     if known.any():
-        logging.getLogger(__name__).info(
+        log.info(
             "accuracy on %d labelled cells: %.4f", known.sum(), (cells.label[known] == labels[known]).mean()
         )
     table.index.name = table.index.name or "cell_id"

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .config import default_of
 from .io import InputError, iter_csr_chunks, nonempty_info, read_obs, read_var_names
 
 if TYPE_CHECKING:
@@ -112,6 +113,28 @@ def column_map(source_genes: np.ndarray, target_genes: np.ndarray) -> np.ndarray
     """For each source column, its column in `target_genes`, or -1 when absent."""
     position = pd.Index(target_genes).get_indexer(source_genes)
     return position.astype(np.int64)
+
+
+def case_only_matches(names: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genes of `names` not in `known` that are there when letter case is ignored, and their
+    spelling in `known`."""
+    names, known = np.asarray(names, dtype=str), np.asarray(known, dtype=str)
+    folded = pd.Index(np.char.lower(known))
+    first = ~folded.duplicated()
+    position = folded[first].get_indexer(np.char.lower(names))
+    found = (position >= 0) & ~np.isin(names, known)
+    return names[found], known[first][position[found]]
+
+
+def case_hint(names: np.ndarray, known: np.ndarray, owner: str, rename: str = "var_names") -> str:
+    """A message tail for genes that match `owner`'s genes only when letter case is ignored, or ''."""
+    found, spelled = case_only_matches(names, known)
+    if not found.size:
+        return ""
+    return (
+        f"; {found.size} of its genes match {owner}'s only when letter case is ignored (e.g."
+        f" {str(found[0])!r} vs {str(spelled[0])!r}): rename {rename} to {owner}'s case"
+    )
 
 
 def align_columns(chunk: sp.csr_matrix, col_map: np.ndarray, n_target: int) -> sp.csr_matrix:
@@ -244,12 +267,12 @@ def bin_rows(chunk: sp.csr_matrix, num_bins: int, binning: str = "cell_range") -
 class PreprocessSettings:
     """How one file is filtered, normalised and binned."""
 
-    num_bins: int = 10
-    binning: str = "cell_range"
-    min_cells: int = 50
-    seed: int = 1314521
-    use_raw: bool = False
-    chunk_cells: int = 5_000
+    num_bins: int = default_of("preprocess.num_bins")
+    binning: str = default_of("preprocess.binning")
+    min_cells: int = default_of("preprocess.min_cells")
+    seed: int = default_of("seed")
+    use_raw: bool = default_of("data.use_raw")
+    chunk_cells: int = default_of("preprocess.chunk_cells")
 
 
 # The layer of a preprocessed file that keeps the normalised (log1p) values the bins came from.
@@ -282,15 +305,17 @@ def preprocess_file(
         raise InputError(
             f"{path}: none of its {genes.size} genes is among the model's {trained_genes.size} trained genes;"
             f" expected the training data's gene names (e.g. {', '.join(trained_genes[:3])})"
+            + case_hint(genes, trained_genes, "the model")
         )
     if overlap < 0.5 * trained_genes.size:
         log.warning(
             "%s: only %d of the %d trained genes (%.0f%%) are in the file; the others count as not"
-            " expressed, so predictions may be poor (same gene names and species as the training data?)",
+            " expressed, so predictions may be poor (same gene names and species as the training data?)%s",
             path,
             overlap,
             trained_genes.size,
             100 * overlap / trained_genes.size,
+            case_hint(genes, trained_genes, "the model"),
         )
     log.info(
         "%s: %d cells, %d genes -> %d vocabulary genes (%d present); %s",

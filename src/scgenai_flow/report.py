@@ -32,7 +32,13 @@ from reportlab.platypus.flowables import Flowable
 from . import figures
 from .io import atomic_path, write_csv
 from .linear import LINEAR_FILE
-from .metrics import SELECTION_FILE, Evaluation, best_row, evaluate_predictions
+from .metrics import (
+    SELECTION_FILE,
+    Evaluation,
+    best_row,
+    evaluate_predictions,
+    expected_calibration_error,
+)
 
 STYLES = getSampleStyleSheet()
 CELL = STYLES["BodyText"].clone("cell", fontSize=8, leading=9.5)
@@ -260,7 +266,7 @@ def epochs_trained(history: pd.DataFrame) -> str:
 def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, Any]) -> tuple[str, str]:
     """The first page's line on best_model and its validation metrics."""
     best = selection["validation"]
-    temperature = f", score temperature {best['Temperature']:.2f}" if "Temperature" in best else ""
+    temperature = f", networks' temperature {best['Temperature']:.2f}" if "Temperature" in best else ""
     return (
         f"best model (by {metric.replace('_', '-')})",
         f"{best_epochs(selection)}, from {epochs_trained(history)}: validation accuracy "
@@ -271,7 +277,8 @@ def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, A
 
 def decision_row(evaluation: Evaluation, model_dir: Path, logit_adjustment: float) -> tuple[str, str]:
     """The first page's line on the validation cells as predict decides them (the per-class
-    table's numbers), which may add the linear member and the logit adjustment to the networks."""
+    table's numbers), which may add the linear member and the logit adjustment to the networks,
+    and how well their `prediction_score` is calibrated (mean, ECE)."""
     rule = "the networks"
     if (model_dir / LINEAR_FILE).is_file():
         rule += " and the linear member (mean calibrated log-probability)"
@@ -279,7 +286,11 @@ def decision_row(evaluation: Evaluation, model_dir: Path, logit_adjustment: floa
         rule += f", logit adjustment {logit_adjustment:g}"
     table = evaluation.table
     scores = f"accuracy {table.loc['accuracy', 'f1']:.3f}, macro-F1 {table.loc['macro avg', 'f1']:.3f}"
-    return "validation cells as predicted", f"{scores}: {rule}"
+    calibration = (
+        f"prediction_score mean {evaluation.scores.mean():.3f},"
+        f" ECE {expected_calibration_error(evaluation.scores, evaluation.correct):.3f}"
+    )
+    return "validation cells as predicted", f"{scores}: {rule}; {calibration}"
 
 
 @dataclass(frozen=True)

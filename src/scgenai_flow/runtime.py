@@ -41,20 +41,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def select_device(gpus: int, threads: int):  # -> torch.device
-    """The device for `gpus` requested GPUs; CPU (with a warning) when none is usable."""
+def gpus_of(configured: int | str, scheduled: int) -> int | str:
+    """GPUs a job uses: what the scheduler gave it (a profile's set-resources wins over the
+    config), or `auto` when the config says auto and none was asked for."""
+    return scheduled if scheduled or configured != "auto" else "auto"
+
+
+def select_device(gpus: int | str, threads: int):  # -> torch.device
+    """The device for `gpus` requested GPUs (`auto`: a GPU where torch sees one), logged; CPU
+    (with a warning) when GPUs were requested and none is usable."""
     import torch
 
     torch.set_num_threads(max(1, threads))
-    if gpus > 0:
+    device = torch.device("cpu")
+    if gpus == "auto" or gpus > 0:
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        log.warning(
-            "%d GPU(s) requested (CUDA_VISIBLE_DEVICES=%s) but torch sees none: running on CPU",
-            gpus,
-            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
-        )
-    return torch.device("cpu")
+            device = torch.device("cuda")
+        elif gpus != "auto":
+            log.warning(
+                "%d GPU(s) requested (CUDA_VISIBLE_DEVICES=%s) but torch sees none: running on CPU",
+                gpus,
+                os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+            )
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} CPU thread(s)"
+    log.info("device: %s (%s; gpu: %s)", device, name, gpus)
+    return device
 
 
 def autocast(device) -> contextlib.AbstractContextManager:  # device: torch.device

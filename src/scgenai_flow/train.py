@@ -27,7 +27,8 @@ from .checkpoint import (
     remember_best,
     save_checkpoint,
 )
-from .contexts import Windows, load_windows
+from .config import default_of, schema_default
+from .contexts import Windows, load_windows, shared_cells
 from .contexts.sliding import redealt_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path
@@ -66,25 +67,25 @@ METRIC_COLUMNS = HISTORY_COLUMNS[3:8]
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimiser and loop settings (SPEC defaults)."""
+    """Optimiser and loop settings; each default is the schema's for the same key."""
 
-    num_epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.01
-    seed: int = 1314521
-    eval_batch_size: int = 64
-    aggregation: str = "max"  # how validation cells are decided from their windows
-    lr_schedule: str = "constant"  # or warmup_cosine: linear warm-up, then cosine decay to 0
-    warmup_fraction: float = 0.1
-    class_weight: str = "none"  # or sqrt / balanced: loss weights from training class frequencies
-    label_smoothing: float = 0.0
-    gene_dropout: float = 0.0  # share of (gene, bin) pairs dropped from each training window
-    resample_windows: bool = False  # deal each cell's pairs into its windows anew every epoch
-    loss: str = "window"  # or cell: the loss scores each cell's mean window log-probabilities
-    select_by: str = "accuracy"  # or macro_f1: the validation metric that picks best_model
-    average_best: int = 1  # best_model = mean weights of this many best epochs (1: the best one)
-    patience: int | None = None  # stop when the best epoch is this many epochs behind (None: never)
+    num_epochs: int = default_of("train.num_epochs")
+    batch_size: int = default_of("train.batch_size")
+    learning_rate: float = default_of("train.learning_rate")
+    weight_decay: float = default_of("train.weight_decay")
+    seed: int = default_of("seed")
+    eval_batch_size: int = default_of("predict.batch_size")
+    aggregation: str = default_of("predict.aggregation")  # how validation cells are decided
+    lr_schedule: str = default_of("train.lr_schedule")
+    warmup_fraction: float = default_of("train.warmup_fraction")
+    class_weight: str = default_of("train.class_weight")
+    label_smoothing: float = default_of("train.label_smoothing")
+    gene_dropout: float = default_of("train.gene_dropout")
+    resample_windows: bool = default_of("train.resample_windows")
+    loss: str = default_of("train.loss")
+    select_by: str = default_of("train.select_by")
+    average_best: int = default_of("train.average_best")
+    patience: int | None = default_of("train.patience")
 
 
 def lr_factor(step: int, total_steps: int, settings: TrainSettings) -> float:
@@ -247,7 +248,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     ranks: Ranks = ONE_PROCESS,
-    aggregation: str = "max",
+    aggregation: str = schema_default("predict.aggregation"),
 ) -> dict[str, float]:
     """Window loss and accuracy, cell accuracy and macro-F1 with the `aggregation` rule, and the
     temperature that calibrates the cells' scores."""
@@ -427,8 +428,8 @@ def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifie
         max_length=max_length,
         num_classes=int(vocab.classes.size),
         dropout=config["model"]["dropout"],
-        pooling=config["model"].get("pooling", "last"),
-        pair_input=config["model"].get("pair_input", "interleaved"),
+        pooling=config["model"]["pooling"],
+        pair_input=config["model"]["pair_input"],
     )
     return CellClassifier(spec)
 
@@ -442,7 +443,7 @@ def pretrained_members(model_dir: str, vocab: Vocabulary, max_length: int) -> li
     return member_networks(model)
 
 
-# Keys of the `train` section that fine-tuning takes from it too (absent in older model dirs).
+# Keys of the `train` section that fine-tuning takes from it too.
 OBJECTIVE_KEYS = (
     "lr_schedule",
     "warmup_fraction",
@@ -458,23 +459,23 @@ OBJECTIVE_KEYS = (
 
 
 def train_settings(config: dict, loop: dict) -> TrainSettings:
-    """The loop settings of `loop` (the train or finetune section) and the shared objective."""
-    defaults = TrainSettings()
+    """The loop settings of `loop` (the train or finetune section) and the shared objective, from a
+    complete (validated) config: no default is supplied here."""
     return TrainSettings(
         num_epochs=loop["num_epochs"],
         batch_size=loop["batch_size"],
         learning_rate=loop["learning_rate"],
         weight_decay=loop["weight_decay"],
         seed=config["seed"],
-        aggregation=config["predict"].get("aggregation", "max"),
-        **{key: config["train"].get(key, getattr(defaults, key)) for key in OBJECTIVE_KEYS},
+        aggregation=config["predict"]["aggregation"],
+        **{key: config["train"][key] for key in OBJECTIVE_KEYS},
     )
 
 
 def initial_model(config: dict, vocab: Vocabulary, train: LabelledWindows, max_length: int) -> CellClassifier:
     """A new network, its gene embeddings from the training cells when `model.gene_init` says so."""
     model = new_model(config, vocab, max_length)
-    if config["model"].get("gene_init", "random") == "coexpression":
+    if config["model"]["gene_init"] == "coexpression":
         from .models.embedding import init_gene_embeddings
 
         n = init_gene_embeddings(model, train.windows, train.n_cells, vocab.gene_offset, config["seed"])
@@ -482,9 +483,21 @@ def initial_model(config: dict, vocab: Vocabulary, train: LabelledWindows, max_l
     return model
 
 
-def processes_of(loop: dict, gpus: int) -> int:
+def processes_of(processes: int | None, gpus: int | str) -> int:
     """Training processes: `processes` if set, else one per requested GPU (at least one)."""
-    return int(loop.get("processes") or max(gpus, 1))
+    return int(processes or max(gpus if isinstance(gpus, int) else 1, 1))
+
+
+def check_held_out(train_npz: str, val_npz: str) -> None:
+    """Refuse to train when a validation cell is also a training cell (by barcode)."""
+    shared = shared_cells(train_npz, val_npz)
+    if shared.size:
+        raise InputError(
+            f"{val_npz}: {shared.size} of its cells are also training cells in {train_npz}"
+            f" (e.g. {', '.join(map(str, shared[:3]))}); validation cells must be held out: give"
+            " data.val cells that are not in data.train (where barcodes repeat across samples,"
+            " make obs_names unique, e.g. prefixed with the sample)"
+        )
 
 
 def train_from_files(
@@ -496,20 +509,19 @@ def train_from_files(
     threads: int,
     pretrained_dir: str | None = None,
     checkpoint: str | None = None,
-    gpus: int | None = None,
+    gpus: int | str = "auto",
+    processes: int | None = None,
     expression: tuple[str, str] | None = None,
 ) -> None:
     """Train (or, from `pretrained_dir`, fine-tune) on saved windows one network, or each
     network of an ensemble in turn; write both model dirs and the history. `config` is the
     effective configuration, saved as train_setting.yaml. `gpus` is what the job was given
-    (default: the config's). Several processes (`processes`, or one per GPU) train with DDP
+    (`auto`: a visible GPU, else the CPU). Several processes (`processes`, or one per GPU) train with DDP
     under torchrun. `expression`: the preprocessed train and val files, whose normalised values
     the linear member also reads (without them it reads gene presence only)."""
     arguments = dict(locals(), outputs=asdict(outputs))
-    loop = config["finetune"] if pretrained_dir else config["train"]
-    gpus = loop["gpu"] if gpus is None else gpus
-    if processes_of(loop, gpus) > 1 and "WORLD_SIZE" not in os.environ:
-        launch(processes_of(loop, gpus), __name__, arguments)
+    if processes_of(processes, gpus) > 1 and "WORLD_SIZE" not in os.environ:
+        launch(processes_of(processes, gpus), __name__, arguments)
         return
     with process_group() as ranks:
         if pretrained_dir:
@@ -517,10 +529,11 @@ def train_from_files(
 
             config = finetune_config(pretrained_dir, config)
         vocab = Vocabulary.load(vocab_dir)
+        check_held_out(train_npz, val_npz)
         train = LabelledWindows(*load_windows(train_npz))
         val = LabelledWindows(*load_windows(val_npz))
         values = []  # the member's expression, read now: a wrong file fails before the epochs, not after
-        if config["model"].get("linear_member") and ranks.is_main:
+        if config["model"]["linear_member"] and ranks.is_main:
             values = [read_expression(f, vocab, d.n_cells) for f, d in zip(expression or (), (train, val))]
         settings = train_settings(config, config["finetune"] if pretrained_dir else config["train"])
         device = select_device(gpus, max(1, threads // ranks.world))
@@ -538,15 +551,12 @@ def train_from_files(
         best, last = published_models(runs, val, settings, device)
         class_cells = train.class_cells(vocab.classes.size)
         member, val_linear = (
-            linear_member(vocab, train, val, *values)
-            if config["model"].get("linear_member")
-            else (None, None)
+            linear_member(vocab, train, val, *values) if config["model"]["linear_member"] else (None, None)
         )
         for target, published in ((outputs.best_model, best), (outputs.last_model, last)):
-            temperature = own = published.metrics["Temperature"]  # the networks' own
-            if val_linear is not None:  # the networks' own temperature would not fit the average
-                temperature = joint_temperature(published.model, val, val_linear, own, settings, device)
-            calibration = Calibration(temperature, own, class_cells)
+            own = published.metrics["Temperature"]  # the networks' own
+            calibration = validation_calibration(published.model, val, val_linear, own, settings, device)
+            calibration = replace(calibration, class_cells=class_cells)  # for logit adjustment
             write_model_dir(
                 target, published.model, vocab_dir, config, calibration, published.selection, member
             )
@@ -587,16 +597,18 @@ def linear_member(
     return member, val_log_probs
 
 
-def joint_temperature(
+def validation_calibration(
     model: Classifier,
     val: LabelledWindows,
-    linear: np.ndarray,
+    linear: np.ndarray | None,
     network_temperature: float,
     settings: TrainSettings,
     device: torch.device,
-) -> float:
-    """The temperature that calibrates the decided cell scores on the validation cells: the
-    networks' scores (divided by their own temperature) averaged with the linear member's."""
+) -> Calibration:
+    """The validation cells' decided class log-scores (the networks', divided by their own
+    temperature and averaged with the linear member's when there is one; no offsets) and labels,
+    kept so that prediction fits its score temperature with its own offsets, and the temperature
+    fitted on them as they are."""
     probs = window_probabilities(model.to(device), val.windows, settings.eval_batch_size, device)
     model.to("cpu")
     scores, _ = decision_scores(
@@ -607,7 +619,8 @@ def joint_temperature(
         linear=linear,
         network_temperature=network_temperature,
     )
-    return fit_temperature(scores, val.cell_labels)
+    temperature = fit_temperature(scores, val.cell_labels)
+    return Calibration(temperature, network_temperature, val_scores=scores, val_labels=val.cell_labels)
 
 
 def run_facts(

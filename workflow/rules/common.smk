@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # UMAP's nearest-neighbour code is numba-compiled (~30 s per process); cache it across jobs.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(".snakemake/numba-cache"))
 
-from scgenai_flow.config import check_config
+from scgenai_flow.config import check_config, gpu_request, model_config
 from scgenai_flow.contexts.reference import REFERENCES
 from scgenai_flow.data import EMBEDDED
 from scgenai_flow.legacy import is_legacy, translate
@@ -61,11 +61,9 @@ def pretrained_model():
 
 
 def finetune_source(split):
-    """The fine-tuning h5ad of a split: the user's file or the hold-out split."""
-    if split == "val" and FT["val"] is not None:
-        return FT["val"]
-    if split == "train" and FT["val"] is not None:
-        return FT["train"]
+    """The fine-tuning h5ad of a split: the user's files, or the split rule's (train without val)."""
+    if FT["train"] is not None and FT["val"] is not None:
+        return FT[split]
     return f"{F}/data/{split}.h5ad"
 
 
@@ -123,13 +121,15 @@ def split_fractions():
 
 
 def source_h5ad(split):
-    """The h5ad a split is read from: the user's file, the split rule's or the shard rule's output."""
+    """The h5ad a split is read from: the user's file, the split rule's or the shard rule's output.
+    Training reads what split_data left after carving out val (and predict), never the whole
+    file, whose held-out cells would otherwise be trained on."""
     if split != base_split(split):
         return f"{R}/shards/{split}.h5ad"
+    if split == "train" and split_fractions():
+        return f"{R}/data/train.h5ad"
     given = DATA[split]
-    if given is not None and not (split == "train" and EMBEDDED_DATA):
-        return given
-    return f"{R}/data/{split}.h5ad"
+    return given if given is not None else f"{R}/data/{split}.h5ad"
 
 
 def adt_source(split):
@@ -156,7 +156,6 @@ def adt_settings():
         "min_cells": 0,
         "seed": config["seed"],
         "use_raw": False,
-        "chunk_cells": config["preprocess"]["chunk_cells"],
     }
 
 
@@ -173,7 +172,6 @@ def preprocess_settings(split):
         "min_cells": config["preprocess"]["min_cells"],
         "seed": config["seed"],
         "use_raw": uses_raw(split),
-        "chunk_cells": config["preprocess"]["chunk_cells"],
     }
 
 
@@ -193,15 +191,18 @@ def run_stage(wildcards, path):
     return f"{R}/{RUN_DIRS[wildcards.run]}{path}"
 
 
-def train_config():
-    """The config the training rules see (and save as train_setting.yaml): prediction-only keys
-    left out, so that changing them does not retrain."""
-    data = {**DATA, "predict": None, "predict_adt": None}
-    return {
-        **config,
-        "data": data,
-        "predict": {"aggregation": config["predict"]["aggregation"]},
-    }
+def train_config(loop="train"):
+    """The config that training computes from (its params, saved as train_setting.yaml);
+    execution and prediction-only keys left out, so that changing them does not retrain.
+    """
+    return model_config(
+        config, loop, REFERENCES.get(config["context"]["method"], (None,))[0]
+    )
+
+
+def gpus(section):
+    """GPUs that a job asks the scheduler for (`auto` asks for none; a visible GPU is still used)."""
+    return gpu_request(config[section]["gpu"])
 
 
 def scaled(base, per_mb):

@@ -81,7 +81,6 @@ rule finetune_preprocess:
             "min_cells": 0,
             "seed": config["seed"],
             "use_raw": FT["use_raw"] and FT["val"] is not None,
-            "chunk_cells": config["preprocess"]["chunk_cells"],
         },
     script:
         "../../scripts/preprocess.py"
@@ -138,11 +137,11 @@ rule finetune:
         ENV
     threads: FT["threads"]
     resources:
-        gpu=FT["gpu"],
+        gpu=gpus("finetune"),
         mem_mb=scaled(4000, 2),
         runtime=scaled(30, FT["num_epochs"] / 30),
     params:
-        config=train_config(),
+        config=train_config("finetune"),
         # not an output: it must outlive a killed job so that the re-run resumes from it
         checkpoint=f"{F}/checkpoint.pt",
     script:

@@ -16,11 +16,10 @@ if SHARDS == 1:
             ENV
         threads: config["predict"]["threads"]
         resources:
-            gpu=config["predict"]["gpu"],
+            gpu=gpus("predict"),
             mem_mb=scaled(2000, 2),
             runtime=scaled(10, 0.02),
         params:
-            batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"]["aggregation"],
             calibrate=config["predict"]["calibrate"],
             logit_adjustment=config["predict"]["logit_adjustment"],
@@ -50,7 +49,6 @@ else:
             runtime=scaled(10, 0.02),
         params:
             use_raw=uses_raw("predict"),
-            chunk_cells=config["preprocess"]["chunk_cells"],
         script:
             "../../scripts/shard_predict.py"
 
@@ -72,11 +70,10 @@ else:
             ENV
         threads: config["predict"]["threads"]
         resources:
-            gpu=config["predict"]["gpu"],
+            gpu=gpus("predict"),
             mem_mb=scaled(2000, 2),
             runtime=scaled(10, 0.02),
         params:
-            batch_size=config["predict"]["batch_size"],
             aggregation=config["predict"]["aggregation"],
             calibrate=config["predict"]["calibrate"],
             logit_adjustment=config["predict"]["logit_adjustment"],

@@ -16,11 +16,10 @@ rule validate:
         ENV
     threads: config["predict"]["threads"]
     resources:
-        gpu=config["predict"]["gpu"],
+        gpu=gpus("predict"),
         mem_mb=scaled(2000, 2),
         runtime=scaled(10, 0.02),
     params:
-        batch_size=config["predict"]["batch_size"],
         aggregation=config["predict"]["aggregation"],
         calibrate=config["predict"]["calibrate"],
         logit_adjustment=config["predict"]["logit_adjustment"],

@@ -20,7 +20,7 @@ rule train:
         ENV
     threads: config["train"]["threads"]
     resources:
-        gpu=config["train"]["gpu"],
+        gpu=gpus("train"),
         mem_mb=scaled(4000, 2),
         runtime=scaled(30, config["train"]["num_epochs"] / 30),
     params:

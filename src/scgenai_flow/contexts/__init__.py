@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..config import default_of
 from ..io import InputError, write_npz
 from ..vocab import Vocabulary
 
@@ -18,10 +19,10 @@ from ..vocab import Vocabulary
 class ContextSettings:
     """Parameters shared by every context method."""
 
-    method: str = "random"
-    max_length: int = 256
-    depth: int = 1
-    seed: int = 1314521
+    method: str = default_of("context.method")
+    max_length: int = default_of("context.max_length")
+    depth: int = default_of("context.depth")
+    seed: int = default_of("seed")
     options: dict = field(default_factory=dict)  # method-specific (reference files, ...)
 
     @property
@@ -166,10 +167,15 @@ def build_windows(
     return concat_windows(parts, starts)
 
 
-def save_windows(path: str | Path, windows: Windows, cell_labels: np.ndarray) -> None:
-    """Write windows and per-cell labels (-1 = unknown) to one `.npz`, atomically."""
+def save_windows(
+    path: str | Path, windows: Windows, cell_labels: np.ndarray, cell_names: np.ndarray | None = None
+) -> None:
+    """Write windows, per-cell labels (-1 = unknown) and per-cell barcodes to one `.npz`,
+    atomically; the barcodes let training prove that no held-out cell is among its own."""
+    names = np.array([], dtype=str) if cell_names is None else np.asarray(cell_names, dtype=str)
     write_npz(
         path,
+        cell_names=names,
         tokens=windows.tokens,
         lengths=windows.lengths,
         cell_index=windows.cell_index,
@@ -190,6 +196,17 @@ def load_windows(path: str | Path) -> tuple[Windows, np.ndarray]:
             context_names=npz["context_names"],
         )
         return windows, npz["cell_labels"]
+
+
+def window_cell_names(path: str | Path) -> np.ndarray:
+    """The barcodes of the cells a windows `.npz` was built from (empty for older files)."""
+    with np.load(path) as npz:
+        return npz["cell_names"] if "cell_names" in npz.files else np.array([], dtype=str)
+
+
+def shared_cells(first: str | Path, second: str | Path) -> np.ndarray:
+    """Barcodes present in both windows files (sorted)."""
+    return np.intersect1d(window_cell_names(first), window_cell_names(second))
 
 
 def windows_from_preprocessed(
@@ -236,5 +253,5 @@ def windows_from_preprocessed(
         settings.max_length,
         settings.method,
     )
-    save_windows(target, windows, labels)
+    save_windows(target, windows, labels, np.asarray(adata.obs_names))
     return windows

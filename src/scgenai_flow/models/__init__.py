@@ -182,19 +182,49 @@ def count_parameters(model: nn.Module) -> int:
 TEMPERATURE_KEYS = ("temperature", "network_temperature")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Calibration:
     """What a model dir learnt from its validation and training cells (`calibration.json`)."""
 
-    temperature: float = 1.0  # of the decided cells' scores (`prediction_score`)
+    temperature: float = 1.0  # of the decided cells' scores (`prediction_score`), without offsets
     network_temperature: float = 1.0  # the networks' own, applied before the linear member's average
     class_cells: np.ndarray | None = None  # training cells per class, for logit adjustment
+    val_scores: np.ndarray | None = None  # validation cells' deciding class log-scores, before offsets
+    val_labels: np.ndarray | None = None  # and their class ids: predict fits its temperature on them
 
     def to_json(self) -> str:
         saved: dict = {key: float(getattr(self, key)) for key in TEMPERATURE_KEYS}
         if self.class_cells is not None:
             saved["class_cells"] = [int(n) for n in self.class_cells]
+        if self.val_scores is not None and self.val_labels is not None:
+            rows = kept_rows(len(self.val_labels))
+            saved["val_scores"] = np.round(np.asarray(self.val_scores, float)[rows], SCORE_DECIMALS).tolist()
+            saved["val_labels"] = [int(c) for c in np.asarray(self.val_labels)[rows]]
         return json.dumps(saved) + "\n"
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields, the arrays compared element by element."""
+        if not isinstance(other, Calibration):
+            return NotImplemented
+        return all(_same(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__)
+
+
+# Decimals of the validation log-scores kept in `calibration.json`, and at most how many cells
+# (evenly spaced): ample for fitting one temperature, and a small file.
+SCORE_DECIMALS = 5
+KEPT_CELLS = 10_000
+
+
+def kept_rows(n_cells: int) -> np.ndarray:
+    """Which of `n_cells` validation cells `calibration.json` keeps: all, or KEPT_CELLS evenly spaced."""
+    return np.unique(np.linspace(0, n_cells - 1, min(n_cells, KEPT_CELLS)).round().astype(np.int64))
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values: None, numbers or arrays (same shape and elements)."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 def save_model(model: Classifier, directory: Path, calibration: Calibration | None = None) -> None:
@@ -221,14 +251,40 @@ def read_calibration(directory: str | Path) -> Calibration:
             raise InputError(f"{path}: {key} {value}; {expected}")
     if "class_cells" not in saved:
         return Calibration(*temperatures)
-    try:
-        cells = np.asarray(saved["class_cells"], dtype=float)
-    except (ValueError, TypeError) as err:
-        raise InputError(f"{path}: class_cells: {err}; expected training cells per class") from err
     n_classes = read_spec(Path(directory) / CONFIG_FILE).num_classes
+    cells = saved_array(saved, "class_cells", path, "training cells per class")
     if cells.shape != (n_classes,) or (cells < 0).any():
         raise InputError(f"{path}: class_cells {cells.tolist()}; expected {n_classes} counts >= 0")
-    return Calibration(*temperatures, cells)
+    return Calibration(*temperatures, cells, *validation_cells(saved, path, n_classes))
+
+
+def saved_array(saved: dict, key: str, path: Path, expected: str) -> np.ndarray:
+    """A list of `calibration.json` as a float array; an `InputError` saying `expected` if not numbers."""
+    try:
+        return np.asarray(saved[key], dtype=float)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{path}: {key}: {err}; expected {expected}") from err
+
+
+def validation_cells(saved: dict, path: Path, n_classes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The validation cells' log-scores and class ids of `calibration.json`; None for model dirs
+    written before they were kept."""
+    if "val_scores" not in saved:
+        return None, None
+    expected = (
+        f"validation log-scores (cells x {n_classes} classes) and a class id (0 to {n_classes - 1}) per cell"
+    )
+    scores = saved_array(saved, "val_scores", path, expected)
+    labels = saved_array(saved, "val_labels", path, expected) if "val_labels" in saved else np.empty(0)
+    if (
+        scores.ndim != 2
+        or scores.shape[1:] != (n_classes,)
+        or labels.shape != scores.shape[:1]
+        or not np.isfinite(scores).all()
+        or not np.isin(labels, np.arange(n_classes)).all()
+    ):
+        raise InputError(f"{path}: val_scores {scores.shape}, val_labels {labels.shape}; expected {expected}")
+    return scores, labels.astype(np.int64)
 
 
 def read_spec(path: Path) -> ModelSpec:
