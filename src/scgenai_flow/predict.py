@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .config import schema_default
 from .contexts import Windows
 from .io import InputError
 from .models import Calibration, CellClassifier
@@ -19,6 +20,9 @@ from .runtime import autocast
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("context_id", "PredictedFeature", "prediction_score")
+
+# the schema's, the only home of config defaults (`predict.aggregation`)
+AGGREGATION = schema_default("predict.aggregation")
 
 
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
@@ -73,7 +77,7 @@ AGGREGATIONS = ("max", "mean")
 
 
 def cell_log_scores(
-    probs: np.ndarray, cell_index: np.ndarray, n_cells: int, aggregation: str = "max"
+    probs: np.ndarray, cell_index: np.ndarray, n_cells: int, aggregation: str = AGGREGATION
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per cell, a row of class log-scores. `max` (the original rule): the log-probabilities of
     the cell's highest-scoring window, also returned; `mean`: the mean log-probability over the
@@ -116,7 +120,7 @@ def decision_scores(
     probs: np.ndarray,
     cell_index: np.ndarray,
     n_cells: int,
-    aggregation: str = "max",
+    aggregation: str = AGGREGATION,
     *,
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
@@ -155,7 +159,7 @@ def predict_cells(
     probs: np.ndarray,
     cell_index: np.ndarray,
     n_cells: int,
-    aggregation: str = "max",
+    aggregation: str = AGGREGATION,
     temperature: float = 1.0,
     *,
     linear: np.ndarray | None = None,
@@ -256,10 +260,10 @@ def predict_from_files(
     gpus: int,
     threads: int,
     target: str,
-    aggregation: str = "max",
-    calibrate: bool = True,
-    unassigned_below: float | None = None,
-    logit_adjustment: float = 0.0,
+    aggregation: str = AGGREGATION,
+    calibrate: bool = schema_default("predict.calibrate"),
+    unassigned_below: float | None = schema_default("predict.unassigned_below"),
+    logit_adjustment: float = schema_default("predict.logit_adjustment"),
 ) -> pd.DataFrame:
     """Predict every cell of a preprocessed file from its saved windows (and the model's linear
     member, if it has one); write the CSV. Scores use the model's fitted temperature when

@@ -27,7 +27,7 @@ from .checkpoint import (
     remember_best,
     save_checkpoint,
 )
-from .config import default_of, schema_default
+from .config import default_of
 from .contexts import Windows, load_windows, shared_cells
 from .contexts.sliding import redealt_windows
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
@@ -44,7 +44,14 @@ from .models import (
     member_networks,
     save_model,
 )
-from .predict import batch_tensors, cell_log_scores, decision_scores, fit_temperature, window_probabilities
+from .predict import (
+    AGGREGATION,
+    batch_tensors,
+    cell_log_scores,
+    decision_scores,
+    fit_temperature,
+    window_probabilities,
+)
 from .runtime import autocast, select_device
 from .vocab import Vocabulary
 
@@ -248,7 +255,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     ranks: Ranks = ONE_PROCESS,
-    aggregation: str = schema_default("predict.aggregation"),
+    aggregation: str = AGGREGATION,
 ) -> dict[str, float]:
     """Window loss and accuracy, cell accuracy and macro-F1 with the `aggregation` rule, and the
     temperature that calibrates the cells' scores."""
