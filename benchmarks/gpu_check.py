@@ -54,11 +54,12 @@ def main() -> None:
     train = LabelledWindows(*load_windows(results / "contexts/train.npz"))
     predict, _ = load_windows(results / "contexts/predict.npz")
 
+    from scgenai_flow.config import with_defaults
     from scgenai_flow.models import count_parameters
     from scgenai_flow.train import new_model
 
     # the default config's model settings (pooling, pair input), with this backbone and size
-    defaults = yaml.safe_load((REPO / "config/config.yaml").read_text())["model"]
+    defaults = with_defaults(yaml.safe_load((REPO / "config/config.yaml").read_text()) or {})["model"]
     model_config = {"model": {**defaults, "backbone": args.backbone, "size": args.size}}
     model = new_model(model_config, vocab, args.max_length).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

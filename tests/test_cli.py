@@ -177,7 +177,7 @@ def test_mode_must_match_the_command(files) -> None:
 
 @pytest.fixture(scope="module")
 def trained(files) -> Path:
-    """`scgenai train` on a genelist config of the original: the model dir it writes."""
+    """`scgenai train --original` on a genelist config of the original: the model dir it writes."""
     old = {
         **TRAIN_TEMPLATE,
         **SHAPES["genelist"],
@@ -185,7 +185,9 @@ def trained(files) -> Path:
         "model_dir": "trained",
         "keepIntermediateFiles": "No",
     }
-    scgenai(files, "train", "--config_file", str(write_config(files / "train_old.yaml", old)), "--cores", "2")
+    # --original: the original's method for the keys the file leaves out (one network, its rules)
+    config = str(write_config(files / "train_old.yaml", old))
+    scgenai(files, "train", "--original", "--config_file", config, "--cores", "2")
     return files / "trained"
 
 
@@ -214,7 +216,10 @@ def test_predict_with_a_model_dir_reproduces_its_validation(trained: Path, files
         "outputfile": "out/val.Predict.csv",
         "keepIntermediateFiles": "Yes",
     }
-    scgenai(files, "predict", "--config_file", str(write_config(files / "predict_old.yaml", old)))
+    # --original: the trained model's own decision rule (its best window, no logit adjustment)
+    scgenai(
+        files, "predict", "--original", "--config_file", str(write_config(files / "predict_old.yaml", old))
+    )
     table = pd.read_csv(files / "out/val.Predict.csv", index_col=0)
     cells = ad.read_h5ad(files / "val.h5ad")
     assert list(table.index) == list(cells.obs_names)

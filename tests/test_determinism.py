@@ -22,12 +22,12 @@ from scgenai_flow.vocab import vocabulary_from_preprocessed
 
 def tiny_config(results: Path) -> dict:
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # the schema's defaults
     config.update(results=str(results))
     config["preprocess"]["min_cells"] = 150
     config["context"]["max_length"] = 128
     config["model"]["size"] = "tiny"
     config["train"].update(num_epochs=1, batch_size=32, ensemble=1)  # networks: tests/test_ensemble.py
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     return config
 
 

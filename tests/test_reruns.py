@@ -196,6 +196,6 @@ def test_the_table_names_only_rules_of_the_workflow() -> None:
         rules |= {
             line.split()[1].rstrip(":")
             for line in path.read_text().splitlines()
-            if line.strip().startswith("rule ")
+            if line.strip().startswith(("rule ", "checkpoint "))
         }
     assert set().union(*(expected for _, expected in CHANGES.values())) <= rules

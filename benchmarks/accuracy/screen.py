@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import yaml
 
+from scgenai_flow.config import with_defaults
 from scgenai_flow.contexts import load_windows
 from scgenai_flow.metrics import macro_f1
 from scgenai_flow.predict import cell_log_scores, window_probabilities
@@ -50,8 +51,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def screen_config(overrides: list[str], seed: int) -> dict:
-    """config/config.yaml with `section.key=value` overrides of the model and train sections."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    """config/config.yaml (over the schema's defaults) with `section.key=value` overrides of the
+    model and train sections."""
+    config = with_defaults(yaml.safe_load((REPO / "config" / "config.yaml").read_text()) or {})
     for item in overrides:
         name, sep, value = item.partition("=")
         section, _, key = name.partition(".")

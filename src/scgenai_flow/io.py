@@ -204,9 +204,7 @@ def read_var_names(path: str | Path, use_raw: bool = False) -> np.ndarray:
         return np.asarray(frame_index(handle, "raw/var" if use_raw else "var", str(path)), dtype=str)
 
 
-def iter_csr_chunks(
-    path: str | Path, chunk_cells: int = 5_000, use_raw: bool = False
-) -> Iterator[sp.csr_matrix]:
+def iter_csr_chunks(path: str | Path, chunk_cells: int, use_raw: bool = False) -> Iterator[sp.csr_matrix]:
     """Yield the expression matrix as CSR blocks of at most `chunk_cells` rows (values scipy.sparse
     cannot hold, float16, are upcast to float32 block by block)."""
     path = Path(path)

@@ -254,6 +254,8 @@ def put(config: dict, where: tuple[str, ...], value: Any) -> None:
 def from_model(mode: str, values: Mapping[str, Any]) -> tuple[dict, list[str], str]:
     """Predict and finetune: the settings that define the model come from its train_setting.yaml,
     and predict scores in batches of the training's size (as the original did)."""
+    from .finetune import MODEL_DEFINING
+
     trained = model_settings(values["model_dir"])
     taken = {key: (where, where) for key, where in MODEL_KEYS.items()}
     if mode == "predict":
@@ -265,6 +267,10 @@ def from_model(mode: str, values: Mapping[str, Any]) -> tuple[dict, list[str], s
         if key in values and values[key] != value:
             notes.append(f"{key}: {values[key]!r} ignored; the model's {value!r} is used")
         put(config, target, value)
+    # the model-defining settings an old file cannot name (binning, pooling, ...): the model's too
+    for section, key in MODEL_DEFINING:
+        if key in trained.get(section, {}):
+            put(config, (section, key), trained[section][key])
     return config, notes, trained["data"]["target_feature"]
 
 

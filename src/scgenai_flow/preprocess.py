@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .config import default_of
+from .config import default_of, schema_default
 from .io import InputError, iter_csr_chunks, nonempty_info, read_obs, read_var_names
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ def check_values(data: np.ndarray, path: str | Path, matrix: str) -> None:
         )
 
 
-def scan_matrix(path: str | Path, use_raw: bool = False, chunk_cells: int = 5_000) -> MatrixScan:
+def scan_matrix(
+    path: str | Path, use_raw: bool = False, chunk_cells: int = schema_default("preprocess.chunk_cells")
+) -> MatrixScan:
     """Check values and count expressing cells per gene, chunk by chunk."""
     info = nonempty_info(path, use_raw)
     matrix = "raw/X" if use_raw else "X"

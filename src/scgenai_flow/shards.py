@@ -34,9 +34,7 @@ def _shard_matrices(chunks: Iterator[sp.csr_matrix], bounds: np.ndarray) -> Iter
                 pending, filled, shard = [], 0, shard + 1
 
 
-def write_shards(
-    source: str, use_raw: bool, targets: list[str], offsets_csv: str, chunk_cells: int = 5000
-) -> None:
+def write_shards(source: str, use_raw: bool, targets: list[str], offsets_csv: str, chunk_cells: int) -> None:
     """Cut `source` into `len(targets)` h5ad shards in cell order, streaming its matrix, and
     record each shard's first cell (the seeded contexts depend on it)."""
     obs, genes = read_obs(source), read_var_names(source, use_raw)

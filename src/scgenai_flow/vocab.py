@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .config import default_of, schema_default
 from .io import InputError, atomic_path
 from .preprocess import BINNINGS
 
@@ -51,7 +52,7 @@ class Vocabulary:
     num_bins: int  # bins run 1..num_bins+1
     classes: np.ndarray  # label classes; index = encoded label
     adt_features: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # multi-omics
-    adt_num_bins: int = 5
+    adt_num_bins: int = default_of("preprocess.adt_num_bins")
     n_added_genes: int = 0  # genes added by fine-tuning: the last ones, with ids after PAD
     binning: str = "cell_range"  # how values became bins (preprocess.BINNINGS); new data follow it
 
@@ -278,7 +279,7 @@ def build_vocabulary(
     labels: pd.Series,
     source: str,
     adt_features: np.ndarray | None = None,
-    adt_num_bins: int = 5,
+    adt_num_bins: int = schema_default("preprocess.adt_num_bins"),
     binning: str = "cell_range",
 ) -> Vocabulary:
     """Vocabulary of the preprocessed training data; classes sorted like a label encoder."""

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..config import default_of
+from ..config import default_of, schema_default
 from ..io import InputError, write_npz
 from ..vocab import Vocabulary
 
@@ -139,7 +139,7 @@ def build_windows(
     binned: sp.csr_matrix,
     vocab: Vocabulary,
     settings: ContextSettings,
-    chunk_cells: int = 5000,
+    chunk_cells: int = schema_default("preprocess.chunk_cells"),
     first_cell: int = 0,
 ) -> Windows:
     """Windows of every cell with the configured method, built chunk by chunk of cells;
