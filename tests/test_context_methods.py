@@ -278,3 +278,17 @@ def test_user_cytobands_win_over_the_builtin_table(tmp_path, cells) -> None:
     write_reference("genomic", str(tmp_path / "bands.tsv"), vocab.genes, tmp_path)
     stored = pd.read_csv(tmp_path / "context_cytobands.tsv", sep="\t")
     assert set(stored["cytobandID"]) == {"my_band"} and len(stored) == 10
+
+
+def test_a_gene_list_differing_only_in_letter_case_is_named(tmp_path: Path) -> None:
+    genes = np.array(["CD3E", "MS4A1", "LYZ"])
+    vocab = build_vocabulary(genes, 10, pd.Series(["a", "b", "a"]), "cells")
+    (tmp_path / "genes.txt").write_text("cd3e\nlyz\n")
+    hint = "2 of its genes match the vocabulary's only when letter case is ignored"
+    with pytest.raises(InputError, match=hint):
+        write_reference("genelist", str(tmp_path / "genes.txt"), genes, tmp_path)
+    options = {"genelist": str(tmp_path / "genes.txt")}
+    with pytest.raises(InputError, match=hint):
+        build_windows(
+            sp.csr_matrix(np.ones((2, 3))), vocab, ContextSettings(method="genelist", options=options)
+        )

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..io import InputError
-from ..preprocess import align_columns
+from ..preprocess import align_columns, case_hint
 from ..vocab import Vocabulary
 from . import ChunkWindows, ContextSettings, Windows, register
 from .multiomics import emphasised_tokens
@@ -35,9 +35,13 @@ def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindo
     path = settings.options.get("genelist")
     if not path:
         raise InputError("context.method 'genelist' needs context.genelist (a gene list file)")
-    listed = np.isin(vocab.genes, read_gene_list(path))
+    names = read_gene_list(path)
+    listed = np.isin(vocab.genes, names)
     if not listed.any():
-        raise InputError(f"{path}: none of its genes is among the {vocab.genes.size} vocabulary genes")
+        raise InputError(
+            f"{path}: none of its genes is among the {vocab.genes.size} vocabulary genes"
+            + case_hint(names, vocab.genes, "the vocabulary", "its genes")
+        )
     keep = np.where(np.r_[listed, np.ones(vocab.adt_features.size, bool)], np.arange(vocab.n_features), -1)
 
     def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:

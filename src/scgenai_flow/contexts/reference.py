@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import InputError, atomic_path
+from ..preprocess import case_hint
 from ..vocab import Vocabulary
 
 # method -> (config key of the user's file, file name inside vocab / model dirs)
@@ -58,9 +59,11 @@ def store_reference(method: str, user_file: str | None, genes: np.ndarray, targe
     if method == "genelist":
         from .genelist import read_gene_list
 
-        if not np.isin(genes, read_gene_list(str(user_file))).any():
+        names = read_gene_list(str(user_file))
+        if not np.isin(genes, names).any():
             raise InputError(
                 f"{user_file}: none of its genes is among the {genes.size} vocabulary genes"
+                + case_hint(names, genes, "the vocabulary", "its genes")
                 + kept_genes(genes)
             )
         shutil.copyfile(str(user_file), target)
