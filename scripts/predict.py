@@ -18,5 +18,6 @@ with stage(snakemake.log[0]):
         aggregation=snakemake.params.aggregation,
         calibrate=snakemake.params.calibrate,
         logit_adjustment=snakemake.params.logit_adjustment,
+        linear_weight=snakemake.params.linear_weight,
         unassigned_below=snakemake.params.unassigned_below,
     )

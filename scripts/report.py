@@ -13,5 +13,6 @@ with stage(snakemake.log[0]):
         bench_dir=snakemake.params.bench_dir,
         loop=snakemake.params.loop,
         logit_adjustment=snakemake.params.logit_adjustment,
+        linear_weight=snakemake.params.linear_weight,
         outputs=ReportOutputs(**snakemake.output),
     )

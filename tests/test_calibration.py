@@ -1,6 +1,6 @@
-"""`prediction_score` is calibrated on the score prediction decides with: training keeps the
-validation cells' decided log-scores and labels in calibration.json, and prediction fits its
-temperature on them plus the offsets of the logit adjustment it uses (real PBMCs)."""
+"""Prediction decides and scores cells as fitted on the validation cells: training keeps their
+networks' and linear member's log-scores and labels in calibration.json, and prediction fits the
+member's weight, the logit adjustment and the score temperature on them (real PBMCs)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,11 @@ from conftest import four_type_cells, preprocessed_h5ad
 
 from scgenai_flow.config import with_defaults
 from scgenai_flow.contexts import Windows, load_windows, save_windows
+from scgenai_flow.decide import cell_losses, fit_decision, fit_temperature, joint_scores, prior_offsets
 from scgenai_flow.io import InputError
 from scgenai_flow.linear import LinearMember, member_features, read_expression
-from scgenai_flow.metrics import expected_calibration_error
 from scgenai_flow.models import CALIBRATION_FILE, KEPT_CELLS, Calibration, load_model, read_calibration
-from scgenai_flow.predict import (
-    decision_scores,
-    fit_temperature,
-    joint_scores,
-    predict_cells,
-    predict_from_files,
-    prior_offsets,
-    score_temperature,
-    window_probabilities,
-)
+from scgenai_flow.predict import cell_log_scores, predict_cells, predict_from_files, window_probabilities
 from scgenai_flow.train import LabelledWindows, TrainOutputs, train_from_files
 from scgenai_flow.vocab import Vocabulary
 
@@ -75,10 +66,14 @@ def trained(pbmc, tmp_path_factory) -> Path:
     return root
 
 
-def predict_val(root: Path, model: str, target: str, logit_adjustment: float, calibrate: bool = True):
-    """The validation cells' prediction table with the model dir `model`."""
-    files = [str(root / f) for f in ("val.npz", "val.h5ad", model)]
-    return predict_from_files(*files, 16, 0, 1, str(root / target), "mean", calibrate, None, logit_adjustment)
+def predict_val(
+    root: Path, target: str, logit_adjustment: float | str, weight: float | str, calibrate: bool = True
+):
+    """The validation cells' prediction table with the best model."""
+    files = [str(root / f) for f in ("val.npz", "val.h5ad", "best")]
+    return predict_from_files(
+        *files, 16, 0, 1, str(root / target), "mean", calibrate, None, logit_adjustment, weight
+    )
 
 
 def validation_inputs(root: Path) -> tuple[LabelledWindows, np.ndarray, np.ndarray]:
@@ -92,84 +87,99 @@ def validation_inputs(root: Path) -> tuple[LabelledWindows, np.ndarray, np.ndarr
     return val, window_probabilities(load_model(root / "best"), val.windows, 16, CPU), linear
 
 
-def test_training_keeps_the_validation_cells_decided_scores(trained) -> None:
+def test_training_keeps_the_validation_cells_scores(trained) -> None:
     calibration = read_calibration(trained / "best")
     val, probs, linear = validation_inputs(trained)
-    scores, _ = decision_scores(
-        *(probs, val.windows.cell_index, val.n_cells, "mean"),
-        linear=linear,
-        network_temperature=calibration.network_temperature,
-    )
-    np.testing.assert_allclose(calibration.val_scores, scores, atol=1e-4)
+    network, _ = cell_log_scores(probs, val.windows.cell_index, val.n_cells, "mean")
+    np.testing.assert_allclose(calibration.val_network, network / calibration.network_temperature, atol=1e-4)
+    np.testing.assert_allclose(calibration.val_linear, linear, atol=1e-4)
     np.testing.assert_array_equal(calibration.val_labels, val.cell_labels)
     np.testing.assert_array_equal(calibration.class_cells, TRAIN_CELLS)
-    assert calibration.temperature == fit_temperature(calibration.val_scores, val.cell_labels)
-    assert read_calibration(trained / "last").val_scores.shape == (val.n_cells, len(TRAIN_CELLS))
+    reference = joint_scores(calibration.val_network, linear=calibration.val_linear)
+    assert calibration.temperature == pytest.approx(fit_temperature(reference, val.cell_labels), rel=1e-5)
+    assert read_calibration(trained / "last").val_network.shape == (val.n_cells, len(TRAIN_CELLS))
 
 
-def test_the_temperature_fits_the_scores_with_the_offsets_used(trained) -> None:
+@pytest.mark.parametrize("logit_adjustment, weight", [("auto", "auto"), (0.0, 1.0), (2.0, 0.0), (1.0, 0.25)])
+def test_prediction_decides_as_fitted_on_the_validation_cells(trained, logit_adjustment, weight) -> None:
     calibration = read_calibration(trained / "best")
     val, probs, linear = validation_inputs(trained)
-    fitted = {}
-    for strength in (0.0, 1.0, 2.0):
-        table = predict_val(trained, "best", f"s{strength}.csv", strength)
-        offsets = prior_offsets(calibration.class_cells, strength)
-        fitted[strength] = score_temperature(calibration, offsets)
-        decided = joint_scores(calibration.val_scores, offsets=offsets)
-        assert fitted[strength] == fit_temperature(decided, val.cell_labels)
-        # the scores are those of the decided cells at that temperature
-        expected = predict_cells(
-            *(probs, val.windows.cell_index, val.n_cells, "mean", fitted[strength]),
+    table = predict_val(trained, f"{logit_adjustment}_{weight}.csv", logit_adjustment, weight)
+    decision = fit_decision(calibration, True, weight, logit_adjustment)
+    if weight != "auto":  # a set value is used as it is
+        assert (decision.linear_weight, decision.logit_adjustment) == (weight, logit_adjustment)
+    offsets = prior_offsets(calibration.class_cells, decision.logit_adjustment)
+    mixed = joint_scores(
+        calibration.val_network,
+        linear=calibration.val_linear,
+        offsets=offsets,
+        linear_weight=decision.linear_weight,
+    )
+    assert decision.temperature == fit_temperature(mixed, val.cell_labels)  # fitted with the offsets used
+    expected = predict_cells(
+        *(probs, val.windows.cell_index, val.n_cells, "mean", decision.temperature),
+        linear=linear,
+        offsets=offsets,
+        network_temperature=calibration.network_temperature,
+        linear_weight=decision.linear_weight,
+    )
+    np.testing.assert_array_equal(
+        table["PredictedFeature"], Vocabulary.load(trained / "vocab").classes[expected.label]
+    )
+    np.testing.assert_allclose(table["prediction_score"], expected.score, rtol=1e-4)
+    # calibrated on the validation cells: their log-loss no worse than the raw scores'
+    assert (
+        cell_losses(mixed, val.cell_labels, decision.temperature).mean()
+        <= cell_losses(mixed, val.cell_labels).mean()
+    )
+    raw = predict_val(trained, "raw.csv", logit_adjustment, weight, calibrate=False)
+    np.testing.assert_array_equal(raw["PredictedFeature"], table["PredictedFeature"])  # scores only
+    np.testing.assert_allclose(
+        raw["prediction_score"],
+        predict_cells(
+            *(probs, val.windows.cell_index, val.n_cells, "mean", 1.0),
             linear=linear,
             offsets=offsets,
             network_temperature=calibration.network_temperature,
-        )
-        np.testing.assert_allclose(table["prediction_score"], expected.score, rtol=1e-4)
-        # calibrated on the validation cells: no worse there than the raw scores
-        correct = expected.label == val.cell_labels
-        raw = predict_val(trained, "best", f"r{strength}.csv", strength, calibrate=False)
-        assert expected_calibration_error(expected.score, correct) <= expected_calibration_error(
-            raw["prediction_score"].to_numpy(), correct
-        )
-    assert fitted[0.0] == calibration.temperature  # without offsets: the temperature training fitted
-    # here the offsets, which favour the rare classes, lower the common classes' scores: colder
-    assert fitted[2.0] < fitted[1.0] < fitted[0.0]
-    again = predict_val(trained, "best", "again.csv", 1.0)  # deterministic
-    np.testing.assert_array_equal(
-        again["prediction_score"], predict_val(trained, "best", "s1.0.csv", 1.0)["prediction_score"]
+            linear_weight=decision.linear_weight,
+        ).score,
+        rtol=1e-4,
     )
+    again = predict_val(trained, "again.csv", logit_adjustment, weight)  # deterministic
+    np.testing.assert_array_equal(again["prediction_score"], table["prediction_score"])
 
 
-def test_the_stored_scores_decide_the_temperature_and_older_dirs_keep_theirs(trained, tmp_path) -> None:
+def test_the_stored_scores_decide_and_older_dirs_keep_their_temperature(trained) -> None:
     path = trained / "best" / CALIBRATION_FILE
     saved = json.loads(path.read_text())
     try:
-        sharper = {**saved, "val_scores": (3 * np.asarray(saved["val_scores"])).tolist()}
+        sharper = {**saved, **{k: (3 * np.asarray(saved[k])).tolist() for k in ("val_network", "val_linear")}}
         path.write_text(json.dumps(sharper))  # the same cells, scores 3x as far apart
-        calibration = read_calibration(trained / "best")
-        assert score_temperature(calibration) == pytest.approx(3 * saved["temperature"], rel=0.05)
-        first = predict_val(trained, "best", "a.csv", 1.0)
-        path.write_text(json.dumps({k: v for k, v in saved.items() if not k.startswith("val_")}))
-        older = read_calibration(trained / "best")  # a model dir written before the scores were kept
-        assert older.val_scores is None and older.val_labels is None
-        offsets = prior_offsets(older.class_cells, 1.0)
-        assert score_temperature(older, offsets) == saved["temperature"]
-        second = predict_val(trained, "best", "b.csv", 1.0)
+        decision = fit_decision(read_calibration(trained / "best"), True, 0.5, 0.0)
+        assert decision.temperature == pytest.approx(3 * saved["temperature"], rel=0.01)
+        first = predict_val(trained, "a.csv", 0.0, 0.5)
+        older = {k: v for k, v in saved.items() if not k.startswith("val_")}
+        for kept in ({}, {"val_scores": saved["val_network"]}):  # none, or an earlier format's
+            path.write_text(json.dumps({**older, **kept}))
+            calibration = read_calibration(trained / "best")  # a model dir written before
+            assert calibration.val_network is None and calibration.val_labels is None
+            decision = fit_decision(calibration, True)
+            assert (decision.linear_weight, decision.logit_adjustment, decision.val_cells) == (0.5, 1.0, 0)
+            assert decision.temperature == saved["temperature"]
+        second = predict_val(trained, "b.csv", 0.0, 0.5)
         assert not np.allclose(first["prediction_score"], second["prediction_score"])
         assert (first["PredictedFeature"] == second["PredictedFeature"]).all()  # scores only
+        n = len(saved["val_labels"])
         for bad, message in (
-            ({"val_scores": [[0.0, 1.0]], "val_labels": [0]}, r"val_scores \(1, 2\)"),
-            (
-                {"val_scores": saved["val_scores"], "val_labels": [9] * len(saved["val_labels"])},
-                r"val_scores \(\d+, 4\), val_labels",
-            ),
-            ({"val_labels": saved["val_labels"][1:]}, r"val_scores \((\d+), 4\), val_labels \((?!\1,)"),
-            ({"val_scores": "x", "val_labels": [0]}, "val_scores: could not convert"),
+            ({"val_network": [[0.0, 1.0]]}, r"val_network \(1, 2\), val_labels"),
+            ({"val_labels": [9] * n}, r"val_labels \[9\]"),
+            ({"val_labels": saved["val_labels"][1:]}, rf"val_network \({n}, 4\), val_labels \({n - 1},\)"),
+            ({"val_linear": "x"}, "val_linear: could not convert"),
+            ({"val_network": [[float("nan")] * 4] * n}, r"val_network"),
         ):
             path.write_text(json.dumps({**saved, **bad}))
             with pytest.raises(
-                InputError,
-                match=rf"calibration.json: {message}.*expected validation log-scores .* class id \(0 to 3\)",
+                InputError, match=rf"calibration.json: {message}.*expected a class id \(0 to 3\)"
             ):
                 read_calibration(trained / "best")
     finally:
@@ -178,16 +188,20 @@ def test_the_stored_scores_decide_the_temperature_and_older_dirs_keep_theirs(tra
         saved["temperature"],
         saved["network_temperature"],
         np.array(saved["class_cells"]),
-        np.array(saved["val_scores"]),
         np.array(saved["val_labels"]),
+        np.array(saved["val_network"]),
+        np.array(saved["val_linear"]),
     )
 
 
 def test_calibration_json_keeps_at_most_its_share_of_validation_cells() -> None:
     n = KEPT_CELLS + 2_500
     scores = np.log(np.full((n, 3), 1 / 3)) + np.arange(n)[:, None] * [0, 1e-6, 0]
-    saved = json.loads(Calibration(val_scores=scores, val_labels=np.arange(n) % 3).to_json())
-    assert len(saved["val_scores"]) == len(saved["val_labels"]) == KEPT_CELLS
+    saved = json.loads(Calibration(val_labels=np.arange(n) % 3, val_network=scores).to_json())
+    assert len(saved["val_network"]) == len(saved["val_labels"]) == KEPT_CELLS
+    assert "val_linear" not in saved  # a model without a linear member
     assert saved["val_labels"][:2] == [0, 1] and saved["val_labels"][-1] == (n - 1) % 3  # ends kept
-    small = json.loads(Calibration(val_scores=scores[:5], val_labels=np.zeros(5)).to_json())
-    assert small["val_scores"] == np.round(scores[:5], 5).tolist()  # every cell of a small set
+    small = Calibration(val_labels=np.zeros(5), val_network=scores[:5], val_linear=2 * scores[:5])
+    saved = json.loads(small.to_json())
+    assert saved["val_network"] == np.round(scores[:5], 5).tolist()  # every cell of a small set
+    assert saved["val_linear"] == np.round(2 * scores[:5], 5).tolist()

@@ -15,10 +15,11 @@ from conftest import FOUR_TYPES, four_type_cells, preprocessed_h5ad
 
 from scgenai_flow.config import with_defaults
 from scgenai_flow.contexts import load_windows, save_windows
+from scgenai_flow.decide import fit_temperature, joint_scores
 from scgenai_flow.ensemble import MEMBER_SEED_STEP
 from scgenai_flow.linear import LinearMember, member_features, read_expression
 from scgenai_flow.models import CellClassifier, CellEnsemble, ModelSpec, load_model
-from scgenai_flow.predict import decision_scores, fit_temperature, window_probabilities
+from scgenai_flow.predict import cell_log_scores, window_probabilities
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import (
     LabelledWindows,
@@ -111,12 +112,12 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
     assert fit_temperature(linear, val.cell_labels) == pytest.approx(1.0, rel=0.03)  # it is calibrated
     assert calibration["network_temperature"] == pytest.approx(measured["Temperature"])
     own = measured["Temperature"]
-    joint, _ = decision_scores(
-        probs, val.windows.cell_index, val.n_cells, "mean", linear=linear, network_temperature=own
-    )
+    network, _ = cell_log_scores(probs, val.windows.cell_index, val.n_cells, "mean")
+    joint = joint_scores(network / own, linear=linear)
     assert calibration["temperature"] == pytest.approx(fit_temperature(joint, val.cell_labels))
-    # and the scores it was fitted on are kept, for predict to refit with its offsets
-    np.testing.assert_allclose(calibration["val_scores"], joint, atol=1e-4)
+    # and the scores it was fitted on are kept, for predict to fit how it decides
+    np.testing.assert_allclose(calibration["val_network"], network / own, atol=1e-4)
+    np.testing.assert_allclose(calibration["val_linear"], linear, atol=1e-4)
     assert calibration["val_labels"] == val.cell_labels.tolist()
     assert calibration["temperature"] != pytest.approx(own)  # not the networks' own
     last = load_model(tmp_path / "ens/last")

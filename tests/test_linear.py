@@ -15,6 +15,7 @@ from conftest import FOUR_TYPES, four_type_cells, preprocessed_h5ad
 
 from scgenai_flow import linear
 from scgenai_flow.contexts import save_windows
+from scgenai_flow.decide import prior_offsets, softmax_rows
 from scgenai_flow.io import InputError, write_h5ad
 from scgenai_flow.linear import (
     LINEAR_FILE,
@@ -25,13 +26,7 @@ from scgenai_flow.linear import (
     read_expression,
 )
 from scgenai_flow.models import Calibration, CellClassifier, ModelSpec
-from scgenai_flow.predict import (
-    predict_cells,
-    predict_from_files,
-    prior_offsets,
-    softmax_rows,
-    window_probabilities,
-)
+from scgenai_flow.predict import predict_cells, predict_from_files, window_probabilities
 from scgenai_flow.train import write_model_dir
 
 CLASSES = FOUR_TYPES

@@ -11,17 +11,12 @@ import pytest
 import torch
 from conftest import four_type_cells
 
+from scgenai_flow.decide import softmax_rows
 from scgenai_flow.ensemble import publisher
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import selection_key
 from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model, read_spec
-from scgenai_flow.predict import (
-    batch_tensors,
-    cell_log_scores,
-    predict_cells,
-    softmax_rows,
-    window_probabilities,
-)
+from scgenai_flow.predict import batch_tensors, cell_log_scores, predict_cells, window_probabilities
 from scgenai_flow.runtime import seed_everything
 from scgenai_flow.train import (
     LabelledWindows,

@@ -13,6 +13,7 @@ import torch
 from scgenai_flow.checkpoint import TrainState, averaged_weights, remember_best
 from scgenai_flow.contexts import Windows
 from scgenai_flow.contexts.sliding import redealt_windows, sliding_windows
+from scgenai_flow.decide import fit_temperature, prior_offsets, softmax_rows
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import best_row, expected_calibration_error, selection_key
 from scgenai_flow.models import (
@@ -22,16 +23,7 @@ from scgenai_flow.models import (
     ModelSpec,
     read_calibration,
 )
-from scgenai_flow.predict import (
-    UNASSIGNED,
-    cell_log_scores,
-    decision_scores,
-    fit_temperature,
-    predict_cells,
-    prediction_table,
-    prior_offsets,
-    softmax_rows,
-)
+from scgenai_flow.predict import UNASSIGNED, cell_log_scores, decision_scores, predict_cells, prediction_table
 from scgenai_flow.train import TrainSettings, class_weights, drop_gene_pairs, lr_factor, write_model_dir
 from scgenai_flow.vocab import build_vocabulary
 

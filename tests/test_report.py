@@ -11,6 +11,7 @@ import pytest
 from conftest import counts_adata
 
 from scgenai_flow.annotate import PredictionOutputs, report_predictions
+from scgenai_flow.decide import Decision
 from scgenai_flow.io import InputError, write_h5ad
 from scgenai_flow.metrics import evaluate_predictions, per_class_table
 from scgenai_flow.report import decision_row, stage_times
@@ -38,14 +39,24 @@ def test_evaluation_covers_classes_seen_only_in_predictions() -> None:
     assert evaluation.correct.tolist() == [True, False, True]
 
 
-def test_the_decision_line_tells_how_calibrated_the_scores_are(tmp_path: Path) -> None:
+def test_the_decision_line_tells_how_cells_were_decided_and_how_calibrated_the_scores_are() -> None:
     frame = pd.DataFrame(
         {"truth": ["x", "x", "y", "y"], "PredictedFeature": ["x", "y", "y", "y"], "prediction_score": 0.9}
     )
-    name, text = decision_row(evaluate_predictions(frame, "truth"), tmp_path, 1.0)
+    evaluation = evaluate_predictions(frame, "truth")
+    name, text = decision_row(evaluation, Decision(0.5, 1.0, 0.8, 90, 0.6))
     # 3 of 4 right at a score of 0.9: ECE |0.75 - 0.9|
     assert name == "validation cells as predicted"
-    assert text.endswith("the networks, logit adjustment 1; prediction_score mean 0.900, ECE 0.150")
+    assert text == (
+        "accuracy 0.750, macro-F1 0.733 (linear member weight 0.5, logit adjustment 1, score temperature"
+        " 0.800 (fitted on 90 validation cells); the networks beat the linear member alone in only 60% of"
+        " resamples of the validation cells: their gain is within noise);"
+        " prediction_score mean 0.900, ECE 0.150"
+    )
+    _, text = decision_row(evaluation, Decision(1.0, 0.0, 0.5, 90, 0.0))
+    assert "the networks add nothing on the validation cells" in text
+    _, text = decision_row(evaluation, Decision(0.0, 0.0, 1.0, 0))  # no member, no validation cells kept
+    assert "(linear member weight 0, logit adjustment 0, score temperature 1.000 (as stored));" in text
 
 
 def test_stage_times_lists_only_the_stages_that_made_the_model(tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ CHANGES: dict[str, tuple[object, set[str]]] = {
     "predict.gpu": (1, NOTHING),
     "predict.aggregation": ("max", TRAINING),  # it decides the validation cells that pick epochs
     "predict.logit_adjustment": (0.5, PREDICTION),
+    "predict.linear_weight": (1.0, PREDICTION),
     "predict.calibrate": (False, PREDICTION),
     "predict.unassigned_below": (0.5, {"predict", "prediction_report"}),
     "predict.shards": (2, {*SHARDED, "prediction_report"}),

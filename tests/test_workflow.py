@@ -18,6 +18,9 @@ import pytest
 import yaml
 from conftest import REPO, assert_held_out
 
+from scgenai_flow.decide import fit_decision
+from scgenai_flow.models import read_calibration
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 MODEL_FILES = {
     "config.json",
@@ -222,11 +225,14 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
     assert f"validation accuracy {best['Validation Accuracy']:.3f} (cells)" in text
     assert "mean of 2 networks (epochs " + " | ".join(held) + "), from 2 networks x 2 epochs" in text
     # the report's validation table is the best model's cells as predict decides them: the
-    # networks' log-probabilities averaged with the linear member's, plus the logit adjustment
+    # networks' and the linear member's log-scores mixed, the logit adjustment, as fitted on them
     metrics = pd.read_csv(model / "validation_metrics.csv", index_col=0)
     scores = f"accuracy {metrics.loc['accuracy', 'f1']:.3f}, macro-F1 {metrics.loc['macro avg', 'f1']:.3f}"
-    rule = "the networks and the linear member (mean calibrated log-probability), logit adjustment 1"
-    assert f"validation cells as predicted {scores}: {rule}" in text
+    decision = fit_decision(read_calibration(model / "best_model"), True)
+    assert decision.val_cells == yaml.safe_load((model / "run_info.yaml").read_text())["val_cells"]
+    assert f"validation cells as predicted {scores} ({decision.describe()}" in text
+    validate_log = (finished_run / "results/logs/model/validate.log").read_text()
+    assert f"decision: {decision.describe()}" in validate_log
     assert (
         metrics.loc["accuracy", "support"]
         == yaml.safe_load((model / "run_info.yaml").read_text())["val_cells"]

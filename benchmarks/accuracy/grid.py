@@ -40,9 +40,9 @@ import summary
 import yaml
 
 from scgenai_flow.contexts import load_windows
+from scgenai_flow.decide import fit_temperature, joint_scores, prior_offsets, softmax_rows
 from scgenai_flow.io import InputError
 from scgenai_flow.linear import fit_linear, member_features, presence, read_expression
-from scgenai_flow.predict import fit_temperature, joint_scores, prior_offsets, softmax_rows
 from scgenai_flow.preprocess import EXPRESSION_LAYER, PreprocessSettings, preprocess_file
 from scgenai_flow.train import LabelledWindows, linear_member
 from scgenai_flow.vocab import Vocabulary
@@ -166,7 +166,7 @@ def candidate_row(
     )
     # the score temperature is fitted on the validation cells decided as the test cells are (as predict does)
     val, test = (
-        joint_scores(part, linear=linear[key], offsets=offsets, network_temperature=network_temperature)
+        joint_scores(part / network_temperature, linear=linear[key], offsets=offsets)
         for key, part in (("val", val), ("test", test))
     )
     temperature = fit_temperature(val, scores[0]["val_labels"])

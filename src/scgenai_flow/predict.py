@@ -13,8 +13,9 @@ import torch
 
 from .config import schema_default
 from .contexts import Windows
+from .decide import REFERENCE_WEIGHT, Decision, fit_decision, joint_scores, prior_offsets, softmax_rows
 from .io import InputError
-from .models import Calibration, CellClassifier
+from .models import CellClassifier
 from .runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -101,21 +102,6 @@ def supporting_windows(
     return _argmax_per_cell(support, cell_index, first)
 
 
-def joint_scores(
-    log_scores: np.ndarray,
-    *,
-    linear: np.ndarray | None = None,
-    offsets: np.ndarray | None = None,
-    network_temperature: float = 1.0,
-) -> np.ndarray:
-    """Cells' network log-scores, divided by the networks' validation temperature, averaged with
-    the (calibrated) linear member's log-probabilities, plus the class offsets; `linear` and
-    `offsets` may be None."""
-    if linear is not None:
-        log_scores = (log_scores / network_temperature + linear) / 2
-    return log_scores if offsets is None else log_scores + offsets
-
-
 def decision_scores(
     probs: np.ndarray,
     cell_index: np.ndarray,
@@ -125,34 +111,19 @@ def decision_scores(
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     network_temperature: float = 1.0,
+    linear_weight: float = REFERENCE_WEIGHT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The class log-scores that decide each cell (the windows' `cell_log_scores` joined with
     the linear member and the class offsets: `joint_scores`), and the window that supports its
     class best."""
     log_scores, window = cell_log_scores(probs, cell_index, n_cells, aggregation)
     log_scores = joint_scores(
-        log_scores, linear=linear, offsets=offsets, network_temperature=network_temperature
+        log_scores / network_temperature, linear=linear, offsets=offsets, linear_weight=linear_weight
     )
     if window is None:  # mean: the window that supports the class decided
         first = first_windows(cell_index, n_cells)
         window = supporting_windows(probs, cell_index, first, log_scores.argmax(axis=1))
     return log_scores, window
-
-
-def softmax_rows(log_scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of log-scores divided by `temperature`."""
-    scaled = log_scores / temperature
-    shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def prior_offsets(class_cells: np.ndarray, strength: float) -> np.ndarray | None:
-    """Post-hoc logit adjustment: -strength x log(training share) per class, added to a cell's
-    class log-scores so that rare classes need less evidence; None when `strength` is 0."""
-    if strength == 0:
-        return None
-    cells = np.maximum(np.asarray(class_cells, dtype=float), 1.0)
-    return -strength * np.log(cells / cells.sum())
 
 
 def predict_cells(
@@ -165,6 +136,7 @@ def predict_cells(
     linear: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     network_temperature: float = 1.0,
+    linear_weight: float = REFERENCE_WEIGHT,
 ) -> CellPredictions:
     """Each cell's class (the top of its `decision_scores`), the deciding window, and the
     class's probability after temperature scaling."""
@@ -176,37 +148,11 @@ def predict_cells(
         linear=linear,
         offsets=offsets,
         network_temperature=network_temperature,
+        linear_weight=linear_weight,
     )
     label = log_scores.argmax(axis=1)
     score = softmax_rows(log_scores, temperature)[np.arange(n_cells), label]
     return CellPredictions(window=window, label=label, score=score)
-
-
-# Temperatures tried when calibrating: 0.25 to 10 on a log scale.
-TEMPERATURES = np.geomspace(0.25, 10.0, 161)
-
-
-def fit_temperature(log_scores: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the cells' negative log-likelihood of their true labels
-    (a 1-D grid search; 1 when there is nothing to fit)."""
-    known = labels >= 0
-    if not known.any():
-        return 1.0
-    rows, labels = log_scores[known], labels[known]
-    losses = [
-        -np.log(np.clip(softmax_rows(rows, t)[np.arange(labels.size), labels], 1e-12, None)).mean()
-        for t in TEMPERATURES
-    ]
-    return float(TEMPERATURES[int(np.argmin(losses))])
-
-
-def score_temperature(calibration: Calibration, offsets: np.ndarray | None = None) -> float:
-    """The temperature of `prediction_score`: fitted on the model's validation cells' log-scores
-    plus `offsets`, i.e. on the scores prediction decides with; the stored one for model dirs
-    that kept no validation scores."""
-    if calibration.val_scores is None or calibration.val_labels is None:
-        return calibration.temperature
-    return fit_temperature(joint_scores(calibration.val_scores, offsets=offsets), calibration.val_labels)
 
 
 def _argmax_per_cell(values: np.ndarray, cell_index: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -263,13 +209,14 @@ def predict_from_files(
     aggregation: str = AGGREGATION,
     calibrate: bool = schema_default("predict.calibrate"),
     unassigned_below: float | None = schema_default("predict.unassigned_below"),
-    logit_adjustment: float = schema_default("predict.logit_adjustment"),
+    logit_adjustment: float | str = schema_default("predict.logit_adjustment"),
+    linear_weight: float | str = schema_default("predict.linear_weight"),
 ) -> pd.DataFrame:
     """Predict every cell of a preprocessed file from its saved windows (and the model's linear
-    member, if it has one); write the CSV. Scores use the model's fitted temperature when
-    `calibrate` (`score_temperature`: fitted with the offsets used); `logit_adjustment` shifts
-    decisions towards the model's rare training classes (`prior_offsets`); cells scoring below
-    `unassigned_below` are called `Unassigned`."""
+    member, if it has one); write the CSV. The member's weight, the logit adjustment (which
+    shifts decisions towards rare training classes) and the score temperature are fitted on the
+    model's validation cells where `auto` (`fit_decision`); scores are temperature-scaled when
+    `calibrate`; cells scoring below `unassigned_below` are called `Unassigned`."""
     from .contexts import load_windows
     from .io import read_obs, write_csv
     from .linear import LinearMember, member_features, read_expression
@@ -291,7 +238,7 @@ def predict_from_files(
         )
     obs = read_obs(cells_h5ad)
     calibration = read_calibration(model_dir)
-    if logit_adjustment and calibration.class_cells is None:
+    if logit_adjustment not in (0, "auto") and calibration.class_cells is None:
         raise InputError(
             f"{model_dir}/calibration.json has no 'class_cells' (training cells per class), which"
             " predict.logit_adjustment needs: retrain with this version, or set predict.logit_adjustment: 0"
@@ -301,19 +248,19 @@ def predict_from_files(
     if member:
         expression = read_expression(cells_h5ad, vocab, len(obs)) if member.expression else None
         linear = member.log_probs(member_features(windows, len(obs), vocab, expression))
-    offsets = prior_offsets(calibration.class_cells, logit_adjustment) if logit_adjustment else None
-    temperature = score_temperature(calibration, offsets) if calibrate else 1.0
-    log.info("prediction_score temperature %.3f (stored %.3f)", temperature, calibration.temperature)
+    decision = logged_decision(fit_decision(calibration, member is not None, linear_weight, logit_adjustment))
+    offsets = prior_offsets(calibration.class_cells, decision.logit_adjustment)
     probs = window_probabilities(model, windows, batch_size, device)  # the long step, after the checks
     cells = predict_cells(
         probs,
         windows.cell_index,
         len(obs),
         aggregation,
-        temperature,
+        decision.temperature if calibrate else 1.0,
         linear=linear,
         offsets=offsets,
         network_temperature=calibration.network_temperature,
+        linear_weight=decision.linear_weight,
     )
     table = prediction_table(obs, windows, cells, vocab.classes, unassigned_below)
     known = labels >= 0
@@ -324,3 +271,11 @@ def predict_from_files(
     table.index.name = table.index.name or "cell_id"
     write_csv(table, target, index=True)
     return table
+
+
+def logged_decision(decision: Decision) -> Decision:
+    """`decision`, after logging it and what it says about the networks."""
+    log.info("decision: %s", decision.describe())
+    if decision.networks_note():
+        log.info("%s", decision.networks_note())
+    return decision

@@ -30,6 +30,8 @@ from reportlab.platypus import (
 from reportlab.platypus.flowables import Flowable
 
 from . import figures
+from .config import schema_default
+from .decide import Decision, fit_decision
 from .io import atomic_path, write_csv
 from .linear import LINEAR_FILE
 from .metrics import (
@@ -39,6 +41,7 @@ from .metrics import (
     evaluate_predictions,
     expected_calibration_error,
 )
+from .models import read_calibration
 
 STYLES = getSampleStyleSheet()
 CELL = STYLES["BodyText"].clone("cell", fontSize=8, leading=9.5)
@@ -275,22 +278,18 @@ def best_epoch_row(history: pd.DataFrame, metric: str, selection: Mapping[str, A
     )
 
 
-def decision_row(evaluation: Evaluation, model_dir: Path, logit_adjustment: float) -> tuple[str, str]:
+def decision_row(evaluation: Evaluation, decision: Decision) -> tuple[str, str]:
     """The first page's line on the validation cells as predict decides them (the per-class
-    table's numbers), which may add the linear member and the logit adjustment to the networks,
-    and how well their `prediction_score` is calibrated (mean, ECE)."""
-    rule = "the networks"
-    if (model_dir / LINEAR_FILE).is_file():
-        rule += " and the linear member (mean calibrated log-probability)"
-    if logit_adjustment:
-        rule += f", logit adjustment {logit_adjustment:g}"
+    table's numbers): how the networks, the linear member and the logit adjustment were mixed,
+    what the validation cells say of the networks, and how well `prediction_score` is calibrated."""
     table = evaluation.table
     scores = f"accuracy {table.loc['accuracy', 'f1']:.3f}, macro-F1 {table.loc['macro avg', 'f1']:.3f}"
     calibration = (
         f"prediction_score mean {evaluation.scores.mean():.3f},"
         f" ECE {expected_calibration_error(evaluation.scores, evaluation.correct):.3f}"
     )
-    return "validation cells as predicted", f"{scores}: {rule}; {calibration}"
+    note = f"; {decision.networks_note()}" if decision.networks_note() else ""
+    return "validation cells as predicted", f"{scores} ({decision.describe()}{note}); {calibration}"
 
 
 @dataclass(frozen=True)
@@ -312,10 +311,11 @@ def summary_from_files(
     bench_dir: str,
     loop: str,
     outputs: ReportOutputs,
-    logit_adjustment: float = 0.0,
+    logit_adjustment: float | str = schema_default("predict.logit_adjustment"),
+    linear_weight: float | str = schema_default("predict.linear_weight"),
 ) -> None:
     """The summary PDF and its figures/tables from the training rule's outputs (the validation
-    cells as the validate rule predicted them, with `logit_adjustment`)."""
+    cells as the validate rule predicted them, decided with `logit_adjustment` and `linear_weight`)."""
     history = pd.read_csv(history_csv)
     settings = yaml.safe_load((Path(model_dir) / "train_setting.yaml").read_text())
     spec = json.loads((Path(model_dir) / "config.json").read_text())
@@ -328,7 +328,9 @@ def summary_from_files(
     metric = select_by(settings)
     selection = best_selection(history, metric, model_dir)
     facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]
-    facts.append(decision_row(evaluation, Path(model_dir), logit_adjustment))
+    has_linear = (Path(model_dir) / LINEAR_FILE).is_file()
+    decision = fit_decision(read_calibration(model_dir), has_linear, linear_weight, logit_adjustment)
+    facts.append(decision_row(evaluation, decision))
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({epochs_trained(history)})"))
     held = best_epochs(selection)
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf, held)

@@ -30,6 +30,7 @@ from .checkpoint import (
 from .config import default_of
 from .contexts import Windows, load_windows, shared_cells
 from .contexts.sliding import redealt_windows
+from .decide import fit_decision, fit_temperature, joint_scores
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path
 from .linear import LinearMember, fit_linear, member_features, read_expression
@@ -44,14 +45,7 @@ from .models import (
     member_networks,
     save_model,
 )
-from .predict import (
-    AGGREGATION,
-    batch_tensors,
-    cell_log_scores,
-    decision_scores,
-    fit_temperature,
-    window_probabilities,
-)
+from .predict import AGGREGATION, batch_tensors, cell_log_scores, window_probabilities
 from .runtime import autocast, select_device
 from .vocab import Vocabulary
 
@@ -564,6 +558,11 @@ def train_from_files(
             own = published.metrics["Temperature"]  # the networks' own
             calibration = validation_calibration(published.model, val, val_linear, own, settings, device)
             calibration = replace(calibration, class_cells=class_cells)  # for logit adjustment
+            if target == outputs.best_model:
+                decision = fit_decision(calibration, member is not None)
+                log.info("best_model's decision with predict's auto settings: %s", decision.describe())
+                if decision.networks_note():
+                    log.info("%s", decision.networks_note())
             write_model_dir(
                 target, published.model, vocab_dir, config, calibration, published.selection, member
             )
@@ -612,22 +611,17 @@ def validation_calibration(
     settings: TrainSettings,
     device: torch.device,
 ) -> Calibration:
-    """The validation cells' decided class log-scores (the networks', divided by their own
-    temperature and averaged with the linear member's when there is one; no offsets) and labels,
-    kept so that prediction fits its score temperature with its own offsets, and the temperature
-    fitted on them as they are."""
+    """The validation cells' class log-scores (the networks', divided by their own temperature,
+    and the linear member's when there is one) and labels, on which prediction fits how it
+    decides (`fit_decision`), and the score temperature of the reference decision without offsets."""
     probs = window_probabilities(model.to(device), val.windows, settings.eval_batch_size, device)
     model.to("cpu")
-    scores, _ = decision_scores(
-        probs,
-        val.windows.cell_index,
-        val.n_cells,
-        settings.aggregation,
-        linear=linear,
-        network_temperature=network_temperature,
+    log_scores, _ = cell_log_scores(probs, val.windows.cell_index, val.n_cells, settings.aggregation)
+    network = log_scores / network_temperature
+    temperature = fit_temperature(joint_scores(network, linear=linear), val.cell_labels)
+    return Calibration(
+        temperature, network_temperature, val_labels=val.cell_labels, val_network=network, val_linear=linear
     )
-    temperature = fit_temperature(scores, val.cell_labels)
-    return Calibration(temperature, network_temperature, val_scores=scores, val_labels=val.cell_labels)
 
 
 def run_facts(

@@ -23,6 +23,7 @@ if SHARDS == 1:
             aggregation=config["predict"]["aggregation"],
             calibrate=config["predict"]["calibrate"],
             logit_adjustment=config["predict"]["logit_adjustment"],
+            linear_weight=config["predict"]["linear_weight"],
             unassigned_below=config["predict"]["unassigned_below"],
         script:
             "../../scripts/predict.py"
@@ -77,6 +78,7 @@ else:
             aggregation=config["predict"]["aggregation"],
             calibrate=config["predict"]["calibrate"],
             logit_adjustment=config["predict"]["logit_adjustment"],
+            linear_weight=config["predict"]["linear_weight"],
             unassigned_below=config["predict"]["unassigned_below"],
         script:
             "../../scripts/predict.py"

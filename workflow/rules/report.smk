@@ -23,6 +23,7 @@ rule validate:
         aggregation=config["predict"]["aggregation"],
         calibrate=config["predict"]["calibrate"],
         logit_adjustment=config["predict"]["logit_adjustment"],
+        linear_weight=config["predict"]["linear_weight"],
         unassigned_below=None,  # the report compares every validation cell's class
     script:
         "../../scripts/predict.py"
@@ -81,5 +82,6 @@ rule report:
         bench_dir=lambda wc: f"{R}/benchmarks/{RUN_DIRS[wc.run]}",
         loop=lambda wc: "finetune" if wc.run == "finetune" else "train",
         logit_adjustment=config["predict"]["logit_adjustment"],
+        linear_weight=config["predict"]["linear_weight"],
     script:
         "../../scripts/report.py"

@@ -178,28 +178,35 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# The temperatures of `calibration.json`, in `Calibration`'s field order.
+# The temperatures of `calibration.json`, in `Calibration`'s field order, and its validation
+# cells' class log-scores (older model dirs kept none, or an equal-weight mix as "val_scores").
 TEMPERATURE_KEYS = ("temperature", "network_temperature")
+VALIDATION_SCORE_KEYS = ("val_network", "val_linear")
 
 
 @dataclass(frozen=True, eq=False)
 class Calibration:
     """What a model dir learnt from its validation and training cells (`calibration.json`)."""
 
-    temperature: float = 1.0  # of the decided cells' scores (`prediction_score`), without offsets
+    temperature: float = 1.0  # of prediction_score at the reference decision (model dirs without val cells)
     network_temperature: float = 1.0  # the networks' own, applied before the linear member's average
     class_cells: np.ndarray | None = None  # training cells per class, for logit adjustment
-    val_scores: np.ndarray | None = None  # validation cells' deciding class log-scores, before offsets
-    val_labels: np.ndarray | None = None  # and their class ids: predict fits its temperature on them
+    val_labels: np.ndarray | None = None  # validation cells' class ids, on which predict fits
+    val_network: np.ndarray | None = None  # its decision: their networks' class log-scores
+    val_linear: np.ndarray | None = None  # and the linear member's (None without a member)
 
     def to_json(self) -> str:
         saved: dict = {key: float(getattr(self, key)) for key in TEMPERATURE_KEYS}
         if self.class_cells is not None:
             saved["class_cells"] = [int(n) for n in self.class_cells]
-        if self.val_scores is not None and self.val_labels is not None:
+        if self.val_labels is not None and self.val_network is not None:
             rows = kept_rows(len(self.val_labels))
-            saved["val_scores"] = np.round(np.asarray(self.val_scores, float)[rows], SCORE_DECIMALS).tolist()
             saved["val_labels"] = [int(c) for c in np.asarray(self.val_labels)[rows]]
+            for key in VALIDATION_SCORE_KEYS:
+                if getattr(self, key) is not None:
+                    saved[key] = np.round(
+                        np.asarray(getattr(self, key), float)[rows], SCORE_DECIMALS
+                    ).tolist()
         return json.dumps(saved) + "\n"
 
     def __eq__(self, other: object) -> bool:
@@ -266,25 +273,29 @@ def saved_array(saved: dict, key: str, path: Path, expected: str) -> np.ndarray:
         raise InputError(f"{path}: {key}: {err}; expected {expected}") from err
 
 
-def validation_cells(saved: dict, path: Path, n_classes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The validation cells' log-scores and class ids of `calibration.json`; None for model dirs
-    written before they were kept."""
-    if "val_scores" not in saved:
-        return None, None
+def validation_cells(saved: dict, path: Path, n_classes: int) -> tuple[np.ndarray | None, ...]:
+    """The validation cells' class ids and class log-scores (networks', linear member's) of
+    `calibration.json`; None for model dirs written before they were kept."""
+    if "val_network" not in saved:
+        return None, None, None
     expected = (
-        f"validation log-scores (cells x {n_classes} classes) and a class id (0 to {n_classes - 1}) per cell"
+        f"a class id (0 to {n_classes - 1}) per validation cell and their class log-scores"
+        f" (cells x {n_classes} classes)"
     )
-    scores = saved_array(saved, "val_scores", path, expected)
     labels = saved_array(saved, "val_labels", path, expected) if "val_labels" in saved else np.empty(0)
-    if (
-        scores.ndim != 2
-        or scores.shape[1:] != (n_classes,)
-        or labels.shape != scores.shape[:1]
-        or not np.isfinite(scores).all()
-        or not np.isin(labels, np.arange(n_classes)).all()
-    ):
-        raise InputError(f"{path}: val_scores {scores.shape}, val_labels {labels.shape}; expected {expected}")
-    return scores, labels.astype(np.int64)
+    labels = labels.astype(np.int64) if np.array_equal(labels, labels.round()) else labels
+    unknown = sorted(set(labels.tolist()) - set(range(n_classes)), key=float)
+    if unknown:
+        raise InputError(f"{path}: val_labels {unknown}; expected {expected}")
+    found = []
+    for key in VALIDATION_SCORE_KEYS:
+        scores = saved_array(saved, key, path, expected) if key in saved else None
+        if scores is not None and (
+            scores.ndim != 2 or scores.shape != (labels.size, n_classes) or not np.isfinite(scores).all()
+        ):
+            raise InputError(f"{path}: {key} {scores.shape}, val_labels {labels.shape}; expected {expected}")
+        found.append(scores)
+    return labels.astype(np.int64), *found
 
 
 def read_spec(path: Path) -> ModelSpec:
