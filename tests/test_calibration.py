@@ -5,6 +5,7 @@ member's weight, the logit adjustment and the score temperature on them (real PB
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,11 @@ def test_training_keeps_the_validation_cells_scores(trained) -> None:
     reference = joint_scores(calibration.val_network, linear=calibration.val_linear)
     assert calibration.temperature == pytest.approx(fit_temperature(reference, val.cell_labels), rel=1e-5)
     assert read_calibration(trained / "last").val_network.shape == (val.n_cells, len(TRAIN_CELLS))
+    # best_model records how predict's `auto` decides (fitted on the unrounded scores: alike)
+    recorded = json.loads((trained / "best" / "selection.json").read_text())["decision"]
+    decision = fit_decision(calibration, True)
+    assert recorded == pytest.approx({**asdict(decision), "temperature": recorded["temperature"]})
+    assert recorded["temperature"] == pytest.approx(decision.temperature, rel=1e-4)
 
 
 @pytest.mark.parametrize("logit_adjustment, weight", [("auto", "auto"), (0.0, 1.0), (2.0, 0.0), (1.0, 0.25)])

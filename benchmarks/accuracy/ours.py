@@ -171,7 +171,36 @@ def run_ours(
         "results": results,
         **epochs(results, config["train"].get("select_by", "accuracy")),
         **validation(results, label, paths),
+        **decision(results),
     }
+
+
+def decision(results: Path) -> dict:
+    """How predict decided (the member's weight, the logit adjustment) as its log says, and the
+    test cells decided by the model's linear member alone (weight 1, the rest as predict fits)."""
+    from scgenai_flow.predict import predict_from_files
+
+    lines = (results / "logs" / "predict.log").read_text().splitlines()
+    said = next((line.split("decision: ", 1)[1] for line in lines if "decision: " in line), "")
+    fitted = {}
+    for key, name in (("linear_weight", "linear member weight "), ("logit_adjustment", "logit adjustment ")):
+        fitted[key] = float(said.split(name, 1)[1].split(",")[0]) if name in said else float("nan")
+    model = results / "model" / "best_model"
+    if not (model / "linear_member.npz").is_file():
+        return fitted
+    started = time.perf_counter()
+    table = predict_from_files(
+        *(str(results / "contexts" / "predict.npz"), str(results / "preprocessed" / "predict.h5ad")),
+        *(str(model), 64, 0, 1, str(results.parent / "linear_alone.csv")),
+        linear_weight=1.0,
+    )
+    linear = {
+        "predicted": table["PredictedFeature"].astype(str).to_numpy(),
+        "score": table["prediction_score"].to_numpy(dtype=float),
+        "train_s": float("nan"),
+        "predict_s": time.perf_counter() - started,
+    }
+    return {**fitted, "linear_alone": linear}
 
 
 def workflow_data(paths: dict[str, Path], label: str, val_fraction: float) -> dict:

@@ -31,7 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dataset",
         default="pbmc68k_reduced",
-        help="pbmc68k_reduced, krumsiek11, oligodendroglioma or an .h5ad",
+        help="pbmc68k_reduced, krumsiek11, oligodendroglioma, a held-back set (cbmc, pbmc3k,"
+        " baron_human, zeisel) or an .h5ad",
     )
     parser.add_argument("--label", default="bulk_labels", help="obs column with the labels")
     parser.add_argument(
@@ -57,6 +58,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-file", help="labelled .h5ad to score (with --train-file)")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument(
+        "--top-genes", type=int, help="keep the N most variable genes of the training cells (all: default)"
+    )
+    parser.add_argument("--max-cells", type=int, help="a seeded stratified sample of --dataset first")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores for our workflow")
     parser.add_argument(
         "--repo", type=Path, default=REPO, help="checkout whose Snakefile runs (default: this one)"
@@ -113,6 +118,8 @@ def run_split(args: argparse.Namespace) -> int:
                 failed.append(name)
                 continue
             results.append((f"ours:{Path(name).stem}", run))
+            if "linear_alone" in run:
+                results.append((f"ours:{Path(name).stem}:linear", run["linear_alone"]))
     if "logreg" in args.methods:
         results.append(("logreg", baselines.logreg(split.train, split.test, args.label, args.seed)))
     if "celltypist" in args.methods:
@@ -127,7 +134,11 @@ def run_split(args: argparse.Namespace) -> int:
     scored = [report.score(method, true, result) for method, result in results]
     support = split.test.obs[args.label].astype(str).value_counts()
     metrics = report.write_tables([r for r, _ in scored], [f for _, f in scored], support, args.out)
+    paired = report.paired_bootstrap(true, dict(results), args.seed)
+    paired.to_csv(args.out / "paired_cells.csv", index=False)
+    (args.out / "paired_cells.md").write_text(report.markdown(paired.set_index("method")))
     print(report.markdown(metrics))
+    print(report.markdown(paired.set_index("method")))
     log.info("tables in %s", args.out)
     if failed:
         log.error("failed configs: %s", failed)

@@ -558,14 +558,14 @@ def train_from_files(
             own = published.metrics["Temperature"]  # the networks' own
             calibration = validation_calibration(published.model, val, val_linear, own, settings, device)
             calibration = replace(calibration, class_cells=class_cells)  # for logit adjustment
-            if target == outputs.best_model:
+            selection = published.selection
+            if selection is not None:  # best_model: record how predict's `auto` decides
                 decision = fit_decision(calibration, member is not None)
                 log.info("best_model's decision with predict's auto settings: %s", decision.describe())
                 if decision.networks_note():
                     log.info("%s", decision.networks_note())
-            write_model_dir(
-                target, published.model, vocab_dir, config, calibration, published.selection, member
-            )
+                selection = {**selection, "decision": asdict(decision)}
+            write_model_dir(target, published.model, vocab_dir, config, calibration, selection, member)
         if outputs.run_info:
             facts = run_facts(best.model, vocab, train, val, device, threads)
             facts["processes"] = ranks.world
