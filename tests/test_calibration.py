@@ -20,7 +20,8 @@ from scgenai_flow.contexts import Windows, load_windows, save_windows
 from scgenai_flow.decide import cell_losses, fit_decision, fit_temperature, joint_scores, prior_offsets
 from scgenai_flow.io import InputError
 from scgenai_flow.linear import LinearMember, member_features, read_expression
-from scgenai_flow.models import CALIBRATION_FILE, KEPT_CELLS, Calibration, load_model, read_calibration
+from scgenai_flow.modeldir import CALIBRATION_FILE
+from scgenai_flow.models import KEPT_CELLS, Calibration, load_model, read_calibration
 from scgenai_flow.predict import cell_log_scores, predict_cells, predict_from_files, window_probabilities
 from scgenai_flow.train import LabelledWindows, TrainOutputs, train_from_files
 from scgenai_flow.vocab import Vocabulary

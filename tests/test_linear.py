@@ -18,13 +18,13 @@ from scgenai_flow.contexts import save_windows
 from scgenai_flow.decide import prior_offsets, softmax_rows
 from scgenai_flow.io import InputError, write_h5ad
 from scgenai_flow.linear import (
-    LINEAR_FILE,
     LinearMember,
     fit_linear,
     member_features,
     presence,
     read_expression,
 )
+from scgenai_flow.modeldir import LINEAR_FILE
 from scgenai_flow.models import Calibration, CellClassifier, ModelSpec
 from scgenai_flow.predict import predict_cells, predict_from_files, window_probabilities
 from scgenai_flow.train import write_model_dir

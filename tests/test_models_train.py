@@ -189,6 +189,7 @@ def test_saved_model_reloads_with_identical_logits(tmp_path, real_windows, backb
     names = {p.name for p in (tmp_path / "m").iterdir()}
     assert {
         "config.json",
+        "format.json",
         "scGenAI_model.pt",
         "train_setting.yaml",
         "trained_genes.npy",

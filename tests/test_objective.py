@@ -16,8 +16,8 @@ from scgenai_flow.contexts.sliding import redealt_windows, sliding_windows
 from scgenai_flow.decide import fit_temperature, prior_offsets, softmax_rows
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import best_row, expected_calibration_error, selection_key
+from scgenai_flow.modeldir import CALIBRATION_FILE
 from scgenai_flow.models import (
-    CALIBRATION_FILE,
     Calibration,
     CellClassifier,
     ModelSpec,

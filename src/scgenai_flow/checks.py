@@ -155,10 +155,11 @@ def check_before_run(plan: InputPlan, config: Mapping[str, Any]) -> None:
         )
     model = plan.models.get("finetune.model")
     if model and Path(model).is_dir():
-        from .finetune import check_no_conflict, pretrained_settings
+        from .finetune import check_no_conflict
+        from .modeldir import read_settings
 
         try:
-            check_no_conflict(model, pretrained_settings(model), config)
+            check_no_conflict(model, read_settings(model), config)
         except InputError as err:
             problems.append(f"finetune.model: {indent(err)}")
     if problems:
@@ -268,26 +269,27 @@ def model_facts(directory: str) -> tuple[set[str], pd.Index]:
     import yaml
 
     from .contexts.reference import reference_options
-    from .finetune import pretrained_settings
-    from .models import CONFIG_FILE, WEIGHTS_FILE, read_spec
-    from .vocab import VOCAB_FILES, Vocabulary
+    from .modeldir import CONFIG_FILE, SETTINGS_FILE, VOCAB_FILES, WEIGHTS_FILE, format_version, read_settings
+    from .models import read_spec
+    from .vocab import Vocabulary
 
     path = Path(directory)
-    needed = (CONFIG_FILE, WEIGHTS_FILE, "train_setting.yaml", *VOCAB_FILES)
+    needed = (CONFIG_FILE, WEIGHTS_FILE, SETTINGS_FILE, *VOCAB_FILES)
     missing = [name for name in needed if not (path / name).is_file()]
     if missing:
         raise InputError(
             f"{directory}: missing {', '.join(missing)}; expected a model directory written by this workflow"
             f" ({', '.join(needed)})"
         )
+    format_version(path)
     read_spec(path / CONFIG_FILE)
     load_weights(path / WEIGHTS_FILE)
     try:
-        settings = pretrained_settings(path)
+        settings = read_settings(path)
         method = settings["context"]["method"]
     except (yaml.YAMLError, KeyError, TypeError) as err:
         raise InputError(
-            f"{path / 'train_setting.yaml'}: unreadable ({err}); expected the model's settings"
+            f"{path / SETTINGS_FILE}: unreadable ({err}); expected the model's settings"
         ) from err
     reference_options(method, path)
     vocab = Vocabulary.load(path)

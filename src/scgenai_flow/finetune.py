@@ -8,22 +8,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .contexts import ContextSettings
 from .io import InputError, atomic_path, read_obs, read_var_names
+from .modeldir import read_settings
 from .preprocess import check_unique_genes, scan_matrix
 from .vocab import Vocabulary, require_label_column
 
 log = logging.getLogger(__name__)
-
-
-def pretrained_settings(model_dir: str | Path) -> dict:
-    """The effective configuration a model was trained with (its train_setting.yaml)."""
-    path = Path(model_dir) / "train_setting.yaml"
-    if not path.is_file():
-        raise InputError(f"{model_dir}: missing train_setting.yaml (expected a model directory)")
-    return yaml.safe_load(path.read_text())
 
 
 MODEL_DEFINING = (
@@ -56,8 +48,8 @@ def check_no_conflict(model_dir: str | Path, pretrained: dict, config: dict) -> 
 
 def finetune_config(model_dir: str | Path, config: dict) -> dict:
     """Settings of a fine-tuning run: the pretrained model's, plus this run's `finetune` section."""
-    check_no_conflict(model_dir, pretrained_settings(model_dir), config)
-    settings = copy.deepcopy(pretrained_settings(model_dir))
+    check_no_conflict(model_dir, read_settings(model_dir), config)
+    settings = copy.deepcopy(read_settings(model_dir))
     settings["seed"] = config["seed"]
     settings["finetune"] = {**config["finetune"], "model": str(model_dir)}
     return settings
@@ -65,7 +57,7 @@ def finetune_config(model_dir: str | Path, config: dict) -> dict:
 
 def context_settings_of(model_dir: str | Path) -> ContextSettings:
     """The window settings a model was trained with: fine-tuning data must use the same."""
-    settings = pretrained_settings(model_dir)
+    settings = read_settings(model_dir)
     context = settings["context"]
     return ContextSettings(
         method=context["method"],

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import schema_default
 from .io import InputError
+from .modeldir import SETTINGS_FILE
 
 MODES = {"train": "Train", "predict": "Predict", "finetune": "Finetune"}
 # Top-level keys of the native config; `seed` is shared by both formats.
@@ -29,7 +30,7 @@ NOT_USED = {
     "master_addr": "no distributed training",
     "master_port": "no distributed training",
     "evaluate_during_training": "validation runs after every epoch",
-    "savesetting": "every model dir holds its train_setting.yaml",
+    "savesetting": f"every model dir holds its {SETTINGS_FILE}",
 }
 # The settings that define a trained model: read from its train_setting.yaml when predicting
 # or fine-tuning (as the original does), never from the old file.
@@ -219,12 +220,12 @@ def check_keys(flat: Mapping[str, Any]) -> None:
 
 def model_settings(model_dir: str) -> dict:
     """The native settings a model dir was trained with (its train_setting.yaml)."""
-    from .finetune import pretrained_settings
+    from .modeldir import read_settings
 
-    settings = pretrained_settings(model_dir)
+    settings = read_settings(model_dir)
     if is_legacy(settings) or "context" not in settings:
         raise InputError(
-            f"{model_dir}/train_setting.yaml: not a model trained by scgenai-flow "
+            f"{model_dir}/{SETTINGS_FILE}: not a model trained by scgenai-flow "
             "(models of the original scGenAI cannot be loaded; retrain with `scgenai train`)"
         )
     return settings

@@ -14,10 +14,10 @@ from scipy.optimize import minimize
 
 from .contexts import Windows
 from .io import InputError, read_layer, read_var_names
+from .modeldir import LINEAR_FILE
 from .preprocess import EXPRESSION_LAYER
 from .vocab import Vocabulary
 
-LINEAR_FILE = "linear_member.npz"
 WINDOWS_PER_CHUNK = 65536  # presence is gathered in chunks so memory stays flat in windows
 
 

@@ -101,10 +101,6 @@ def evaluate_predictions(predictions: pd.DataFrame, truth: str) -> Evaluation:
     )
 
 
-# In a best_model dir: the epochs whose weights it averages and its validation metrics.
-SELECTION_FILE = "selection.json"
-
-
 def selection_key(metrics: dict[str, float], select_by: str) -> tuple[float, ...]:
     """What makes an epoch the best: the chosen validation metric, then accuracy or macro-F1,
     then the lower loss."""

@@ -220,10 +220,12 @@ def predict_from_files(
     from .contexts import load_windows
     from .io import read_obs, write_csv
     from .linear import LinearMember, member_features, read_expression
+    from .modeldir import CALIBRATION_FILE, format_version
     from .models import load_model, read_calibration
     from .runtime import select_device
     from .vocab import Vocabulary
 
+    format_version(model_dir)  # refuses a model dir of a newer format
     device = select_device(gpus, threads)
     model = load_model(model_dir, device)
     vocab = Vocabulary.load(model_dir)
@@ -240,7 +242,7 @@ def predict_from_files(
     calibration = read_calibration(model_dir)
     if logit_adjustment not in (0, "auto") and calibration.class_cells is None:
         raise InputError(
-            f"{model_dir}/calibration.json has no 'class_cells' (training cells per class), which"
+            f"{model_dir}/{CALIBRATION_FILE} has no 'class_cells' (training cells per class), which"
             " predict.logit_adjustment needs: retrain with this version, or set predict.logit_adjustment: 0"
         )
     member = LinearMember.load(model_dir, vocab)

@@ -33,14 +33,13 @@ from . import figures
 from .config import schema_default
 from .decide import Decision, fit_decision
 from .io import atomic_path, write_csv
-from .linear import LINEAR_FILE
 from .metrics import (
-    SELECTION_FILE,
     Evaluation,
     best_row,
     evaluate_predictions,
     expected_calibration_error,
 )
+from .modeldir import CONFIG_FILE, has_linear_member, read_selection, read_settings
 from .models import read_calibration
 
 STYLES = getSampleStyleSheet()
@@ -238,9 +237,9 @@ def select_by(settings: Mapping[str, Any]) -> str:
 def best_selection(history: pd.DataFrame, metric: str, model_dir: str | Path) -> dict[str, Any]:
     """The epochs best_model holds and its validation metrics: its selection.json, or for
     model dirs from before that file, its epoch's history row."""
-    path = Path(model_dir) / SELECTION_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
+    selection = read_selection(model_dir)
+    if selection is not None:
+        return selection
     best = best_row(history, metric)
     return {"epochs": [int(best["Epoch"])], "validation": best.to_dict()}
 
@@ -317,8 +316,8 @@ def summary_from_files(
     """The summary PDF and its figures/tables from the training rule's outputs (the validation
     cells as the validate rule predicted them, decided with `logit_adjustment` and `linear_weight`)."""
     history = pd.read_csv(history_csv)
-    settings = yaml.safe_load((Path(model_dir) / "train_setting.yaml").read_text())
-    spec = json.loads((Path(model_dir) / "config.json").read_text())
+    settings = read_settings(model_dir)
+    spec = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
     info = yaml.safe_load(Path(run_info).read_text())
     predictions = pd.read_csv(validation_csv, index_col=0)
     evaluation = evaluate_predictions(predictions, settings["data"]["target_feature"])
@@ -328,7 +327,7 @@ def summary_from_files(
     metric = select_by(settings)
     selection = best_selection(history, metric, model_dir)
     facts = [*first_page_rows(settings, spec, info, loop), best_epoch_row(history, metric, selection)]
-    has_linear = (Path(model_dir) / LINEAR_FILE).is_file()
+    has_linear = has_linear_member(model_dir)
     decision = fit_decision(read_calibration(model_dir), has_linear, linear_weight, logit_adjustment)
     facts.append(decision_row(evaluation, decision))
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({epochs_trained(history)})"))

@@ -34,7 +34,8 @@ from .decide import fit_decision, fit_temperature, joint_scores
 from .distributed import ONE_PROCESS, Ranks, launch, process_group
 from .io import InputError, atomic_path
 from .linear import LinearMember, fit_linear, member_features, read_expression
-from .metrics import SELECTION_FILE, best_row, macro_f1, selection_key
+from .metrics import best_row, macro_f1, selection_key
+from .modeldir import write_format, write_selection, write_settings
 from .models import (
     Calibration,
     CellClassifier,
@@ -404,9 +405,10 @@ def write_model_dir(
         save_model(model, tmp, calibration)
         if linear is not None:
             linear.save(tmp)
-        (tmp / "train_setting.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+        write_settings(tmp, settings)
         if selection is not None:
-            (tmp / SELECTION_FILE).write_text(json.dumps(selection, indent=1))
+            write_selection(tmp, selection)
+        write_format(tmp)
 
 
 @dataclass(frozen=True)

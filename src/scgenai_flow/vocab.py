@@ -13,24 +13,25 @@ import scipy.sparse as sp
 
 from .config import default_of, schema_default
 from .io import InputError, atomic_path
+from .modeldir import (
+    ADT_EXPRESSION_VOCAB,
+    ADT_VOCAB,
+    BINNING_FILE,
+    CLASSES,
+    EXPRESSION_VOCAB,
+    GENE_VOCAB,
+    PAD_ID,
+    SPECIAL_TOKENS_FILE,
+    TRAINED_GENES,
+    VOCAB_FILES,
+)
 from .preprocess import BINNINGS
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
 PAD_TOKEN = "<pad>"
 UNK_ID = 0
-VOCAB_FILES = (
-    "gene_vocab.npy",
-    "expression_vocab.npy",
-    "pad_token_id.npy",
-    "trained_genes.npy",
-    "label_encoder_classes.npy",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 
 
-BINNING_FILE = "binning.json"  # ours; a directory without it was binned the original way
 ADT_PREFIX = "ADT_"  # protein CD4 and gene CD4 are different tokens
 
 
@@ -181,30 +182,30 @@ class Vocabulary:
         """Write the vocabulary files into an existing directory."""
         gene_ids = self.feature_tokens(np.arange(self.genes.size)).astype(np.int64)
         bins = np.arange(1, self.n_bin_tokens + 1)
-        np.save(directory / "gene_vocab.npy", np.rec.fromarrays([self.genes, gene_ids], names="gene,id"))
+        np.save(directory / GENE_VOCAB, np.rec.fromarrays([self.genes, gene_ids], names="gene,id"))
         np.save(
-            directory / "expression_vocab.npy",
+            directory / EXPRESSION_VOCAB,
             np.rec.fromarrays([bins, bins - 1 + self.bin_offset], names="bin,id"),
         )
-        np.save(directory / "pad_token_id.npy", np.array(self.pad_id))
-        np.save(directory / "trained_genes.npy", self.genes.astype(str))
-        np.save(directory / "label_encoder_classes.npy", self.classes.astype(str))
+        np.save(directory / PAD_ID, np.array(self.pad_id))
+        np.save(directory / TRAINED_GENES, self.genes.astype(str))
+        np.save(directory / CLASSES, self.classes.astype(str))
         if self.adt_features.size:
             adt_ids = np.arange(self.adt_features.size) + self.adt_offset
             adt_bins = np.arange(1, self.n_adt_bin_tokens + 1)
             np.save(
-                directory / "adt_vocab.npy",
+                directory / ADT_VOCAB,
                 np.rec.fromarrays([self.adt_features, adt_ids], names="feature,id"),
             )
             np.save(
-                directory / "adt_expression_vocab.npy",
+                directory / ADT_EXPRESSION_VOCAB,
                 np.rec.fromarrays([adt_bins, adt_bins - 1 + self.adt_bin_offset], names="bin,id"),
             )
         binning = {"binning": self.binning, "num_bins": self.num_bins}
         (directory / BINNING_FILE).write_text(json.dumps(binning, indent=2) + "\n")
         self.hf_tokenizer().save_pretrained(directory)
         specials = {**SPECIAL_TOKENS, "pad_token": PAD_TOKEN}
-        (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+        (directory / SPECIAL_TOKENS_FILE).write_text(json.dumps(specials, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> Vocabulary:
@@ -219,7 +220,7 @@ class Vocabulary:
         try:
             npy = {
                 name: np.load(directory / name)
-                for name in (*VOCAB_FILES, "adt_vocab.npy", "adt_expression_vocab.npy")
+                for name in (*VOCAB_FILES, ADT_VOCAB, ADT_EXPRESSION_VOCAB)
                 if name.endswith(".npy") and (directory / name).is_file()
             }
         except (OSError, ValueError, EOFError) as err:
@@ -228,19 +229,19 @@ class Vocabulary:
                 " expected .npy files written by this workflow"
             ) from err
         genes, classes, pad_id = (
-            npy["trained_genes.npy"],
-            npy["label_encoder_classes.npy"],
-            npy["pad_token_id.npy"],
+            npy[TRAINED_GENES],
+            npy[CLASSES],
+            npy[PAD_ID],
         )
         adt = {}
-        if "adt_vocab.npy" in npy:
+        if ADT_VOCAB in npy:
             adt = {
-                "adt_features": npy["adt_vocab.npy"]["feature"].astype(str),
-                "adt_num_bins": int(npy["adt_expression_vocab.npy"].size) - 1,
+                "adt_features": npy[ADT_VOCAB]["feature"].astype(str),
+                "adt_num_bins": int(npy[ADT_EXPRESSION_VOCAB].size) - 1,
             }
-        stored_ids = npy["gene_vocab.npy"]["id"]
+        stored_ids = npy[GENE_VOCAB]["id"]
         added = int((stored_ids > int(pad_id)).sum())
-        num_bins = int(npy["expression_vocab.npy"].size) - 1
+        num_bins = int(npy[EXPRESSION_VOCAB].size) - 1
         vocab = cls(
             genes=genes,
             num_bins=num_bins,
@@ -253,7 +254,7 @@ class Vocabulary:
             stored_ids, vocab.feature_tokens(np.arange(genes.size))
         ):
             raise InputError(
-                f"{directory}: gene_vocab.npy / pad_token_id.npy disagree with the other vocabulary files;"
+                f"{directory}: {GENE_VOCAB} / {PAD_ID} disagree with the other vocabulary files;"
                 " expected the files of one vocabulary"
             )
         return vocab

@@ -10,16 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from ..io import InputError, atomic_path
+from ..modeldir import REFERENCE_FILES
 from ..preprocess import case_hint
 from ..vocab import Vocabulary
 
 # method -> (config key of the user's file, file name inside vocab / model dirs)
-REFERENCES = {
-    "genelist": ("genelist", "context_genelist.txt"),
-    "genomic": ("cytobands", "context_cytobands.tsv"),
-    "biofunction": ("gmt", "context_gene_sets.gmt"),
-    "biofounction": ("gmt", "context_gene_sets.gmt"),
-}
+CONFIG_KEYS = {"genelist": "genelist", "genomic": "cytobands", "biofunction": "gmt", "biofounction": "gmt"}
+REFERENCES = {method: (key, REFERENCE_FILES[method]) for method, key in CONFIG_KEYS.items()}
 
 
 def write_reference(method: str, user_file: str | None, genes: np.ndarray, directory: Path) -> None:

@@ -12,10 +12,7 @@ import torch
 from torch import nn
 
 from ..io import InputError
-
-WEIGHTS_FILE = "scGenAI_model.pt"
-CONFIG_FILE = "config.json"
-CALIBRATION_FILE = "calibration.json"
+from ..modeldir import CALIBRATION_FILE, CONFIG_FILE, WEIGHTS_FILE
 
 
 @dataclass(frozen=True)
