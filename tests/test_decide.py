@@ -1,5 +1,5 @@
-"""`fit_decision`: the linear member's weight and the logit adjustment are chosen on the validation
-cells only where they are evidence, never on noise; the choice and its note are what the
+"""`fit_decision`: the linear member's weight and the logit adjustment are chosen by the validation
+cells' macro-F1 only where it is evidence, never on noise; the choice and its note are what the
 validation cells say (generated scores whose truth is known)."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import pytest
 from scgenai_flow.decide import (
     CANDIDATE_STRENGTHS,
     CANDIDATE_WEIGHTS,
-    balanced_weights,
-    cell_losses,
     fit_decision,
     fit_temperature,
     joint_scores,
     prior_offsets,
+    resampled_macro_f1,
 )
+from scgenai_flow.metrics import macro_f1
 from scgenai_flow.models import Calibration
 
 CLASSES = 5
@@ -44,16 +44,15 @@ def calibration(cells: int, network: float, linear: float, seed: int = 0, prior=
     )
 
 
-def balanced_loss(calib: Calibration, weight: float, strength: float) -> float:
-    """The class-balanced log-loss of a (weight, strength) at its fitted temperature."""
+def val_macro_f1(calib: Calibration, weight: float, strength: float) -> float:
+    """The validation cells' macro-F1 decided with a (weight, strength)."""
     mixed = joint_scores(
         calib.val_network,
         linear=calib.val_linear,
         offsets=prior_offsets(calib.class_cells, strength),
         linear_weight=weight,
     )
-    losses = cell_losses(mixed, calib.val_labels, fit_temperature(mixed, calib.val_labels))
-    return float(losses @ balanced_weights(calib.val_labels))
+    return macro_f1(calib.val_labels, mixed.argmax(axis=1), CLASSES)
 
 
 def test_a_linear_member_that_knows_more_takes_over_and_the_log_says_so() -> None:
@@ -74,14 +73,25 @@ def test_never_worse_on_validation_than_the_linear_member_alone_beyond_noise() -
     for seed, (network, linear) in enumerate([(1.0, 2.0), (2.0, 2.0), (0.5, 1.5), (2.5, 1.0)]):
         calib = calibration(3000, network, linear, seed)
         decision = fit_decision(calib, True)
-        chosen = balanced_loss(calib, decision.linear_weight, decision.logit_adjustment)
-        alone = min(balanced_loss(calib, 1.0, s) for s in CANDIDATE_STRENGTHS)
-        best = min(balanced_loss(calib, w, s) for w in CANDIDATE_WEIGHTS for s in CANDIDATE_STRENGTHS)
-        assert chosen <= alone + 0.01 and chosen == pytest.approx(best, abs=0.01)
+        chosen = val_macro_f1(calib, decision.linear_weight, decision.logit_adjustment)
+        alone = max(val_macro_f1(calib, 1.0, s) for s in CANDIDATE_STRENGTHS)
+        best = max(val_macro_f1(calib, w, s) for w in CANDIDATE_WEIGHTS for s in CANDIDATE_STRENGTHS)
+        assert chosen >= alone - 0.01 and chosen == pytest.approx(best, abs=0.01)
+
+
+def test_resampled_macro_f1_is_the_metric_on_each_resample() -> None:
+    rng = np.random.default_rng(0)
+    labels, predicted = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    predicted[:30] = labels[:30]
+    counts = rng.multinomial(50, np.full(50, 1 / 50), 20).astype(np.float32)
+    found = resampled_macro_f1(counts, labels, predicted, 6)
+    for row, value in zip(counts.astype(int), found):
+        drawn = np.repeat(np.arange(50), row)
+        assert value == pytest.approx(macro_f1(labels[drawn], predicted[drawn], 6), abs=1e-6)
 
 
 def test_a_hundred_cells_of_two_alike_sources_keep_the_reference() -> None:
-    notes = []
+    kept, notes = 0, []
     for seed in range(20):  # networks and member that know the same, each with a little own noise
         calib = calibration(100, network=1.5, linear=1.5, seed=seed)
         rng = np.random.default_rng(100 + seed)
@@ -90,9 +100,10 @@ def test_a_hundred_cells_of_two_alike_sources_keep_the_reference() -> None:
             **{**calib.__dict__, "val_network": common + noise[0], "val_linear": common + noise[1]}
         )
         decision = fit_decision(calib, True)
-        assert (decision.linear_weight, decision.logit_adjustment) == (0.5, 1.0)
+        kept += (decision.linear_weight, decision.logit_adjustment) == (0.5, 1.0)
         notes.append(decision.networks_note())
-    assert sum("within noise" in note for note in notes) >= 10  # most resamples cannot tell
+    assert kept >= 18  # noise moves the decision about as often as the 95% rule allows
+    assert sum("within noise" in note or "add nothing" in note for note in notes) >= 15
 
 
 def test_a_training_prior_is_undone_by_the_logit_adjustment() -> None:

@@ -16,7 +16,6 @@ from conftest import FOUR_TYPES, four_type_cells, preprocessed_h5ad
 from scgenai_flow.config import with_defaults
 from scgenai_flow.contexts import load_windows, save_windows
 from scgenai_flow.decide import fit_temperature, joint_scores
-from scgenai_flow.ensemble import MEMBER_SEED_STEP
 from scgenai_flow.linear import LinearMember, member_features, read_expression
 from scgenai_flow.models import CellClassifier, CellEnsemble, ModelSpec, load_model
 from scgenai_flow.predict import cell_log_scores, window_probabilities
@@ -28,6 +27,7 @@ from scgenai_flow.train import (
     train_from_files,
     write_model_dir,
 )
+from scgenai_flow.train.ensemble import MEMBER_SEED_STEP
 from scgenai_flow.vocab import Vocabulary
 
 CPU = torch.device("cpu")

@@ -12,23 +12,15 @@ import torch
 from conftest import four_type_cells
 
 from scgenai_flow.decide import softmax_rows
-from scgenai_flow.ensemble import publisher
 from scgenai_flow.io import InputError
 from scgenai_flow.metrics import selection_key
 from scgenai_flow.models import SIZES, CellClassifier, ModelSpec, count_parameters, load_model, read_spec
 from scgenai_flow.predict import batch_tensors, cell_log_scores, predict_cells, window_probabilities
 from scgenai_flow.runtime import seed_everything
-from scgenai_flow.train import (
-    LabelledWindows,
-    Resume,
-    TrainingItems,
-    TrainSettings,
-    cell_mean_log_probs,
-    evaluate,
-    fit,
-    stops_early,
-    write_model_dir,
-)
+from scgenai_flow.train import LabelledWindows, Resume, TrainSettings, evaluate, fit, write_model_dir
+from scgenai_flow.train.data import TrainingItems
+from scgenai_flow.train.loop import cell_mean_log_probs
+from scgenai_flow.train.selection import BestModel, on_cpu, stops_early
 from scgenai_flow.vocab import UNK_ID
 
 CPU = torch.device("cpu")
@@ -60,7 +52,7 @@ def test_training_lowers_the_loss_on_real_cells(real_windows, backbone: str) -> 
     seed_everything(0)
     model = CellClassifier(spec_for(vocab, backbone))
     settings = TrainSettings(num_epochs=4, batch_size=16, learning_rate=2e-3)
-    history = fit(model, data, data, settings, CPU, lambda *_: None)
+    history = fit(model, data, data, settings, CPU).history
     # 4 epochs on each cell's first 4 windows end at 0.30-0.77x of the first loss (gpt the highest)
     assert history["Train Loss"].iloc[-1] < 0.9 * history["Train Loss"].iloc[0]
     assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
@@ -95,7 +87,7 @@ def test_training_on_the_cell_loss_lowers_it(real_windows) -> None:
     vocab, data = real_windows[0], few_windows(real_windows[1], 4)
     seed_everything(0)
     settings = TrainSettings(num_epochs=3, batch_size=16, learning_rate=2e-3, loss="cell")
-    history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda *_: None)
+    history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU).history
     assert history["Train Loss"].iloc[-1] < 0.9 * history["Train Loss"].iloc[0]
     assert history["Validation Accuracy"].max() > 0.35  # four balanced classes: chance is 0.25
 
@@ -114,9 +106,9 @@ def test_early_stopping_counts_epochs_since_the_best_and_holds_on_resume(tmp_pat
     # learning rate 0: no epoch beats the first, so patience 2 ends training after epoch 3 of 10
     settings = TrainSettings(num_epochs=10, batch_size=32, learning_rate=0.0, patience=2)
     resume = Resume(str(tmp_path / "checkpoint.pt"), "digest")
-    history = fit(model, data, data, settings, CPU, lambda *_: None, resume)
+    history = fit(model, data, data, settings, CPU, None, resume).history
     assert list(history["Epoch"]) == [1, 2, 3]
-    again = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda *_: None, resume)
+    again = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, None, resume).history
     assert list(again["Epoch"]) == [1, 2, 3]  # the resumed run does not train on
 
 
@@ -125,18 +117,17 @@ def test_best_model_holds_the_mean_weights_of_the_best_epochs(tmp_path, real_win
     settings = TrainSettings(
         num_epochs=5, batch_size=16, learning_rate=2e-3, select_by="macro_f1", average_best=3
     )
-    published = []
-
-    def publish(history, best) -> None:
-        if best is not None:
-            published.append((best.epochs, copy_weights(best.model), best.metrics))
-
+    written = []  # the history as fit hands it over after each epoch
     seed_everything(0)
     resume = Resume(str(tmp_path / "checkpoint.pt"), "digest")
-    history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, publish, resume)
+    fitted = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, written.append, resume)
+    history = fitted.history
+    pd.testing.assert_frame_equal(written[-1], history)
+    assert [len(h) for h in written] == [1, 2, 3, 4, 5]
     rows = history.to_dict("records")
     ranked = sorted(rows, key=lambda r: (selection_key(r, "macro_f1"), -r["Epoch"]), reverse=True)
-    epochs, weights, metrics = published[-1]
+    epochs, weights, metrics = fitted.best.epochs, copy_weights(fitted.best.model), fitted.best.metrics
+    assert next(fitted.best.model.parameters()).device == torch.device("cpu")
     assert epochs == [int(r["Epoch"]) for r in ranked[:3]]  # best first
     kept = torch.load(resume.path, weights_only=False)["state"].best
     assert [r.epoch for r in kept] == epochs
@@ -148,26 +139,24 @@ def test_best_model_holds_the_mean_weights_of_the_best_epochs(tmp_path, real_win
     measured = evaluate(averaged, data, 64, CPU)
     assert measured == pytest.approx(metrics)  # the averaged network's own validation metrics
     assert all(measured["Validation Loss"] != r["Validation Loss"] for r in rows)  # not one epoch's
-    again = []
-    fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, lambda h, b: again.append(b), resume)
-    assert again[0].epochs == epochs and again[0].metrics == metrics  # a resumed run keeps them
-    for name, value in copy_weights(again[0].model).items():
+    again = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, None, resume).best
+    assert again.epochs == epochs and again.metrics == metrics  # a resumed run keeps them
+    for name, value in copy_weights(again.model).items():
         torch.testing.assert_close(value, weights[name])
 
 
-def test_publishing_the_best_network_leaves_the_training_draws_alone(tmp_path, real_windows) -> None:
-    """The workflow's publisher copies each new best network to the CPU; the copy must not draw
-    from torch's generator, or dropout in the next epoch differs from an unpublished run."""
-    vocab, data = real_windows[0], few_windows(real_windows[1])
-    settings = TrainSettings(num_epochs=2, batch_size=16, learning_rate=2e-3)  # copied after epoch 1
-    kept: list = []
-    histories = []
-    for publish in (lambda *_: None, publisher(str(tmp_path / "history.csv"), [], 1, kept)):
-        seed_everything(0)
-        history = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU, publish)
-        histories.append(history.drop(columns="Seconds"))
-    assert kept and kept[0].model.spec.dropout > 0  # a copy was made, and dropout draws
-    pd.testing.assert_frame_equal(histories[0], histories[1])
+def test_copying_the_best_network_leaves_the_training_draws_alone(real_windows) -> None:
+    """fit copies each new best network to the CPU; the copy must not draw from torch's
+    generator, or dropout in the next epoch would differ from a run whose best did not change."""
+    vocab = real_windows[0]
+    seed_everything(0)
+    best = BestModel(CellClassifier(spec_for(vocab)), [1], {})
+    assert best.model.spec.dropout > 0  # building a network draws, and dropout would
+    before = torch.get_rng_state()
+    copied = on_cpu(best)
+    assert torch.equal(torch.get_rng_state(), before)
+    for name, value in copied.model.state_dict().items():
+        torch.testing.assert_close(value, best.model.state_dict()[name])
 
 
 def copy_weights(model: CellClassifier) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from scgenai_flow.contexts import load_windows
 from scgenai_flow.metrics import macro_f1
 from scgenai_flow.predict import cell_log_scores, window_probabilities
 from scgenai_flow.runtime import seed_everything
-from scgenai_flow.train import BestModel, LabelledWindows, fit, initial_model, train_settings
+from scgenai_flow.train import LabelledWindows, fit, initial_model, train_settings
 from scgenai_flow.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,14 +93,9 @@ def main(argv: list[str]) -> int:
     settings = train_settings(config, config["train"])
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    kept: dict = {}
 
-    def publish(history: pd.DataFrame, best: BestModel | None) -> None:
-        """After each epoch: the live model's test metrics; the kept network's scores (it may
-        be the live model itself, which trains on)."""
-        if best is not None:
-            kept.update(epochs=best.epochs, validation=best.metrics, val=cell_scores(best.model, val, device))
-            kept["test"] = cell_scores(best.model, test, device)
+    def progress(history: pd.DataFrame) -> None:
+        """After each epoch: the live model's test metrics."""
         row = history.iloc[-1].to_dict() | test_metrics(cell_scores(model, test, device), test)
         rows.append(row)
         print(pd.DataFrame([row]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)
@@ -110,8 +105,10 @@ def main(argv: list[str]) -> int:
             torch.save(model.state_dict(), args.save / f"epoch_{len(rows)}.pt")
 
     started = time.perf_counter()
-    fit(model, train, val, settings, device, publish)
+    best = fit(model, train, val, settings, device, progress).best
     seconds = time.perf_counter() - started
+    kept = {"epochs": best.epochs, "validation": best.metrics}
+    kept |= {"val": cell_scores(best.model, val, device), "test": cell_scores(best.model, test, device)}
     labels = {"val_labels": val.cell_labels, "test_labels": test.cell_labels}
     np.savez(args.out / "scores.npz", val=kept["val"], test=kept["test"], **labels)
     summary = {"settings": args.set, "seed": args.seed, "epochs": kept["epochs"], "train_s": seconds}

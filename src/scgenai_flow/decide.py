@@ -17,9 +17,9 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 # `auto` tries every pair of these (linear member's weight, logit adjustment's strength) ...
 CANDIDATE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CANDIDATE_STRENGTHS = (0.0, 0.5, 1.0)
-# ... and keeps this one, the best on the development data sets, unless another beats it on the
-# validation cells in at least CONFIDENCE of BOOTSTRAPS resamples of them (so that a hundred
-# validation cells do not move the decision on noise, and ten thousand do on evidence).
+# ... and keeps this one, the best on the development data sets, unless another has a higher
+# validation macro-F1 in at least CONFIDENCE of BOOTSTRAPS resamples of those cells (so that a
+# hundred validation cells do not move the decision on noise, and thousands do on evidence).
 REFERENCE_WEIGHT, REFERENCE_STRENGTH = 0.5, 1.0
 BOOTSTRAPS = 500
 CONFIDENCE = 0.95
@@ -100,9 +100,10 @@ class Decision:
         """What the validation cells say about the networks beside the linear member."""
         if self.networks_gain is None:
             return None
-        if self.linear_weight == 1:
+        if self.linear_weight == 1 or self.networks_gain <= 1 - CONFIDENCE:
+            alone = "decides alone" if self.linear_weight == 1 else "alone scores as well"
             return (
-                "the networks add nothing on the validation cells: the linear member alone decides"
+                f"the networks add nothing on the validation cells: the linear member {alone}"
                 " (a linear model suffices for this data)"
             )
         if self.networks_gain < CONFIDENCE:
@@ -118,12 +119,18 @@ def candidates(setting: float | str, grid: tuple[float, ...]) -> tuple[float, ..
     return grid if setting == AUTO else (float(setting),)
 
 
-def balanced_weights(labels: np.ndarray) -> np.ndarray:
-    """Per cell, 1 / (its class's cells x classes present): every class weighs the same."""
-    classes, counts = np.unique(labels, return_counts=True)
-    per_class = np.zeros(int(labels.max()) + 1)
-    per_class[classes] = 1.0 / (counts * classes.size)
-    return per_class[labels]
+def resampled_macro_f1(
+    counts: np.ndarray, labels: np.ndarray, predicted: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """Macro-F1 (`metrics.macro_f1`) of each resample of the cells, a row of `counts` (how many
+    times each cell was drawn)."""
+    true_hot = np.eye(n_classes, dtype=np.float32)[labels]
+    predicted_hot = np.eye(n_classes, dtype=np.float32)[predicted]
+    support, claimed = counts @ true_hot, counts @ predicted_hot
+    hits = counts @ (true_hot * (labels == predicted)[:, None])
+    present = (support + claimed) > 0
+    f1 = np.divide(2 * hits, support + claimed, out=np.zeros_like(hits), where=present)
+    return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
 def fit_decision(
@@ -133,10 +140,11 @@ def fit_decision(
     logit_adjustment: float | str = AUTO,
     seed: int = 0,
 ) -> Decision:
-    """The weight and strength (each `auto` or set) with the lowest class-balanced log-loss of
-    the validation cells, each at its own fitted temperature; the reference pair unless the best
-    beats it in CONFIDENCE of bootstrap resamples. Model dirs that kept no validation cells get
-    the reference (or set) values and their stored temperature."""
+    """The weight and strength (each `auto` or set) with the highest macro-F1 of the validation
+    cells (the first of equals), kept only if it beats the reference pair in CONFIDENCE of
+    bootstrap resamples of those cells; the score temperature fitted for the pair chosen. Model
+    dirs that kept no validation cells get the reference (or set) values and their stored
+    temperature."""
     weights = candidates(linear_weight, CANDIDATE_WEIGHTS) if has_linear else (0.0,)
     if calibration.class_cells is None:  # older model dirs: no class counts, no adjustment
         strengths: tuple[float, ...] = (0.0,)
@@ -150,27 +158,28 @@ def fit_decision(
     labels, network = calibration.val_labels, calibration.val_network
     if labels is None or network is None or (has_linear and calibration.val_linear is None):
         return Decision(*pick, calibration.temperature, 0)
-    temperatures, losses = [], []
-    for weight, strength in pairs:
-        scores = joint_scores(
+    mixed = [
+        joint_scores(
             network,
             linear=calibration.val_linear if has_linear else None,
             offsets=prior_offsets(calibration.class_cells, strength) if strength else None,
             linear_weight=weight,
         )
-        temperatures.append(fit_temperature(scores, labels))
-        losses.append(cell_losses(scores, labels, temperatures[-1]))
-    cell_weights = balanced_weights(labels)
-    counts = np.random.default_rng(seed).multinomial(
-        labels.size, np.full(labels.size, 1 / labels.size), BOOTSTRAPS
-    )
-    resampled = counts * cell_weights
-    boot = resampled @ np.array(losses).T / resampled.sum(axis=1, keepdims=True)  # resamples x pairs
-    best, reference = int(np.argmin(np.array(losses) @ cell_weights)), pairs.index(pick)
-    chosen = best if (boot[:, best] < boot[:, reference]).mean() >= CONFIDENCE else reference
+        for weight, strength in pairs
+    ]
+    n_classes = network.shape[1]
+    uniform = np.full(labels.size, 1 / labels.size)
+    counts = np.random.default_rng(seed).multinomial(labels.size, uniform, BOOTSTRAPS).astype(np.float32)
+    everything = np.ones((1, labels.size), dtype=np.float32)
+    f1 = [resampled_macro_f1(counts, labels, m.argmax(axis=1), n_classes) for m in mixed]
+    score = np.array([resampled_macro_f1(everything, labels, m.argmax(axis=1), n_classes)[0] for m in mixed])
+    reference = pairs.index(pick)
+    best = reference if score[reference] == score.max() else int(np.argmax(score))
+    chosen = best if (f1[best] > f1[reference]).mean() >= CONFIDENCE else reference
     gain = None
     alone = [i for i, (w, _) in enumerate(pairs) if w == 1]
     if has_linear and alone:
-        linear_best = min(alone, key=lambda i: float(losses[i] @ cell_weights))
-        gain = 0.0 if chosen in alone else float((boot[:, chosen] < boot[:, linear_best]).mean())
-    return Decision(*pairs[chosen], temperatures[chosen], int(labels.size), gain)
+        linear_best = max(alone, key=lambda i: score[i])
+        gain = 0.0 if chosen in alone else float((f1[chosen] > f1[linear_best]).mean())
+    temperature = fit_temperature(mixed[chosen], labels)
+    return Decision(*pairs[chosen], temperature, int(labels.size), gain)

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from ..io import InputError
 from ..preprocess import align_columns
 from ..vocab import Vocabulary
-from . import ChunkWindows, ContextSettings, Windows, merge_by_cell, register
+from .core import ChunkWindows, ContextSettings, Windows, merge_by_cell, register
 from .groups import GeneGroups, group_windows
 from .multiomics import with_adt_groups
 from .sliding import sliding_windows

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from ..io import InputError
 from ..preprocess import align_columns, case_hint
 from ..vocab import Vocabulary
-from . import ChunkWindows, ContextSettings, Windows, register
+from .core import ChunkWindows, ContextSettings, Windows, register
 from .multiomics import emphasised_tokens
 from .sliding import sliding_windows
 

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from ..io import InputError
 from ..vocab import Vocabulary
-from . import ChunkWindows, ContextSettings, Windows, register
+from .core import ChunkWindows, ContextSettings, Windows, register
 from .groups import GeneGroups, group_windows
 from .multiomics import with_adt_groups
 

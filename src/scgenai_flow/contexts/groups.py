@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..vocab import Vocabulary
-from . import Windows
+from .core import Windows
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..vocab import Vocabulary
-from . import ChunkWindows, ContextSettings, Windows, register
+from .core import ChunkWindows, ContextSettings, Windows, register
 from .multiomics import emphasised_tokens
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from transformers import BigBirdConfig, BigBirdModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-from . import ModelSpec, register
+from .spec import ModelSpec, register
 
 # Below this many tokens BigBird's block-sparse attention has too few blocks to pay off
 # (transformers itself falls back to full attention there).

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import ModelSpec, register
+from .spec import ModelSpec, register
 
 
 class Block(nn.Module):

@@ -1,5 +1,6 @@
-"""Ensembles (`train.ensemble`): networks trained one after another from their own seeds, and
-the best and last models they make together."""
+"""The networks of a run: made new (from the config, gene embeddings from co-expression) or
+grown from a pretrained model, trained one after another from their own seeds
+(`train.ensemble`), and the best and last models they make together."""
 
 from __future__ import annotations
 
@@ -11,26 +12,64 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .checkpoint import cpu_weights
-from .distributed import Ranks
-from .io import write_csv
-from .models import CellClassifier, CellEnsemble, Classifier, count_parameters, grow
-from .runtime import seed_everything
-from .train import (
-    METRIC_COLUMNS,
-    BestModel,
-    LabelledWindows,
-    Publish,
-    Resume,
-    TrainSettings,
-    evaluate,
-    fit,
-    initial_model,
-    pretrained_members,
+from ..distributed import Ranks
+from ..io import InputError, write_csv
+from ..models import (
+    CellClassifier,
+    CellEnsemble,
+    Classifier,
+    ModelSpec,
+    count_parameters,
+    grow,
+    load_model,
+    member_networks,
 )
-from .vocab import Vocabulary
+from ..runtime import seed_everything
+from ..vocab import Vocabulary
+from .data import LabelledWindows
+from .evaluation import evaluate
+from .loop import Progress, fit
+from .selection import BestModel
+from .settings import METRIC_COLUMNS, Resume, TrainSettings
 
 log = logging.getLogger(__name__)
+
+
+def new_model(config: dict, vocab: Vocabulary, max_length: int) -> CellClassifier:
+    """A freshly initialised classifier as `config` describes it."""
+    spec = ModelSpec(
+        backbone=config["model"]["backbone"],
+        size=config["model"]["size"],
+        vocab_size=vocab.size,
+        pad_token_id=vocab.pad_id,
+        max_length=max_length,
+        num_classes=int(vocab.classes.size),
+        dropout=config["model"]["dropout"],
+        pooling=config["model"]["pooling"],
+        pair_input=config["model"]["pair_input"],
+    )
+    return CellClassifier(spec)
+
+
+def pretrained_members(model_dir: str, vocab: Vocabulary, max_length: int) -> list[CellClassifier]:
+    """The networks of a trained model (one, or an ensemble's members), to be grown to the
+    extended vocabulary and classes (fine-tuning)."""
+    model = load_model(model_dir)
+    if model.spec.max_length != max_length:
+        raise InputError(f"{model_dir}: model windows are {model.spec.max_length} tokens, data {max_length}")
+    return member_networks(model)
+
+
+def initial_model(config: dict, vocab: Vocabulary, train: LabelledWindows, max_length: int) -> CellClassifier:
+    """A new network, its gene embeddings from the training cells when `model.gene_init` says so."""
+    model = new_model(config, vocab, max_length)
+    if config["model"]["gene_init"] == "coexpression":
+        from ..models.embedding import init_gene_embeddings
+
+        n = init_gene_embeddings(model, train.windows, train.n_cells, vocab.gene_offset, config["seed"])
+        log.info("gene embeddings: %d tokens start from the training cells' co-expression axes", n)
+    return model
+
 
 # Seed of ensemble member m: the run's seed + m * MEMBER_SEED_STEP.
 MEMBER_SEED_STEP = 1000
@@ -68,24 +107,14 @@ class MemberRun:
     best: BestModel | None  # None on DDP processes other than the main one
 
 
-def cpu_copy(model: CellClassifier) -> CellClassifier:
-    """A copy of `model` on the CPU (the original, maybe on a GPU, trains on)."""
-    with torch.random.fork_rng(devices=[]):  # building draws weights: leave training's draws alone
-        copied = CellClassifier(model.spec)
-    copied.load_state_dict(cpu_weights(model.state_dict()))
-    return copied.eval()
-
-
-def publisher(path: str, done: list[pd.DataFrame], number: int, kept: list[BestModel]) -> Publish:
+def history_writer(path: str, done: list[pd.DataFrame], number: int) -> Progress:
     """What `fit` calls after each epoch of network `number`: the history file gets the earlier
-    networks' rows (`done`) and this one's; `kept` a CPU copy of its best network so far."""
+    networks' rows (`done`) and this one's so far."""
 
-    def publish(rows: pd.DataFrame, best: BestModel | None) -> None:
-        if best is not None:
-            kept[:] = [BestModel(cpu_copy(best.model), best.epochs, best.metrics)]
+    def write(rows: pd.DataFrame) -> None:
         write_csv(pd.concat([*done, rows.assign(Member=number)], ignore_index=True), path)
 
-    return publish
+    return write
 
 
 @dataclass(frozen=True)
@@ -150,9 +179,8 @@ def train_members(
             number, seed, model.spec.backbone, model.spec.size, count_parameters(model), device,
             ranks.rank + 1, ranks.world, len(train.windows), train.n_cells, len(val.windows), val.n_cells,
         )  # fmt: skip
-        kept: list[BestModel] = []
-        publish = publisher(history_csv, [r.history for r in runs], number, kept)
+        progress = history_writer(history_csv, [r.history for r in runs], number)
         own = replace(resume, path=member_checkpoint(resume.path, number)) if resume else None
-        rows = fit(model, train, val, replace(settings, seed=seed), device, publish, own, ranks)
-        runs.append(MemberRun(seed, rows.assign(Member=number), model.to("cpu"), kept[0] if kept else None))
+        fitted = fit(model, train, val, replace(settings, seed=seed), device, progress, own, ranks)
+        runs.append(MemberRun(seed, fitted.history.assign(Member=number), model.to("cpu"), fitted.best))
     return runs
