@@ -100,11 +100,15 @@ class Decision:
         """What the validation cells say about the networks beside the linear member."""
         if self.networks_gain is None:
             return None
-        if self.linear_weight == 1 or self.networks_gain <= 1 - CONFIDENCE:
-            alone = "decides alone" if self.linear_weight == 1 else "alone scores as well"
+        if self.linear_weight == 1:
             return (
-                f"the networks add nothing on the validation cells: the linear member {alone}"
+                "the networks add nothing on the validation cells: the linear member decides alone"
                 " (a linear model suffices for this data)"
+            )
+        if self.networks_gain <= 1 - CONFIDENCE:
+            return (
+                "the networks add nothing on the validation cells: the linear member alone scores as"
+                " well there (a linear model may suffice for this data)"
             )
         if self.networks_gain < CONFIDENCE:
             return (
