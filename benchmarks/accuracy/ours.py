@@ -171,22 +171,26 @@ def run_ours(
         "results": results,
         **epochs(results, config["train"].get("select_by", "accuracy")),
         **validation(results, label, paths),
-        **decision(results),
+        **decision(results, config["predict"]),
     }
 
 
-def decision(results: Path) -> dict:
-    """How predict decided (the member's weight, the logit adjustment) as its log says, and the
-    test cells decided by the model's linear member alone (weight 1, the rest as predict fits)."""
+def decision(results: Path, settings: dict) -> dict:
+    """How predict decided with the config's `predict` settings (the member's weight, the logit
+    adjustment), and the test cells decided by the model's linear member alone (weight 1, the
+    rest as predict fits it)."""
+    from scgenai_flow.decide import fit_decision
+    from scgenai_flow.modeldir import has_linear_member
+    from scgenai_flow.models import read_calibration
     from scgenai_flow.predict import predict_from_files
 
-    lines = (results / "logs" / "predict.log").read_text().splitlines()
-    said = next((line.split("decision: ", 1)[1] for line in lines if "decision: " in line), "")
-    fitted = {}
-    for key, name in (("linear_weight", "linear member weight "), ("logit_adjustment", "logit adjustment ")):
-        fitted[key] = float(said.split(name, 1)[1].split(",")[0]) if name in said else float("nan")
     model = results / "model" / "best_model"
-    if not (model / "linear_member.npz").is_file():
+    member = has_linear_member(model)
+    chosen = fit_decision(
+        read_calibration(model), member, settings["linear_weight"], settings["logit_adjustment"]
+    )
+    fitted = {"linear_weight": chosen.linear_weight, "logit_adjustment": chosen.logit_adjustment}
+    if not member:
         return fitted
     started = time.perf_counter()
     table = predict_from_files(

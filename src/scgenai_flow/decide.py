@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from .metrics import macro_f1
 from .models import Calibration
 
 # Temperatures a fit may reach (log scale): far beyond what a trained model needs.
@@ -166,17 +167,17 @@ def fit_decision(
         joint_scores(
             network,
             linear=calibration.val_linear if has_linear else None,
-            offsets=prior_offsets(calibration.class_cells, strength) if strength else None,
+            offsets=prior_offsets(calibration.class_cells, strength),
             linear_weight=weight,
         )
         for weight, strength in pairs
     ]
     n_classes = network.shape[1]
+    predicted = [m.argmax(axis=1) for m in mixed]
     uniform = np.full(labels.size, 1 / labels.size)
     counts = np.random.default_rng(seed).multinomial(labels.size, uniform, BOOTSTRAPS).astype(np.float32)
-    everything = np.ones((1, labels.size), dtype=np.float32)
-    f1 = [resampled_macro_f1(counts, labels, m.argmax(axis=1), n_classes) for m in mixed]
-    score = np.array([resampled_macro_f1(everything, labels, m.argmax(axis=1), n_classes)[0] for m in mixed])
+    f1 = [resampled_macro_f1(counts, labels, p, n_classes) for p in predicted]
+    score = np.array([macro_f1(labels, p, n_classes) for p in predicted])
     reference = pairs.index(pick)
     best = reference if score[reference] == score.max() else int(np.argmax(score))
     chosen = best if (f1[best] > f1[reference]).mean() >= CONFIDENCE else reference
