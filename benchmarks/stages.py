@@ -48,8 +48,7 @@ def run_stage(spec: dict) -> dict:
             "nnz": adata.X.nnz,
             "detail": f"{adata.n_vars} genes",
         }
-    from scgenai_flow.contexts import ContextSettings, windows_from_preprocessed
-    from scgenai_flow.contexts.reference import write_vocabulary_dir
+    from scgenai_flow.contexts import ContextSettings, windows_from_preprocessed, write_vocabulary_dir
     from scgenai_flow.io import write_h5ad
     from scgenai_flow.preprocess import PreprocessSettings, preprocess_file
     from scgenai_flow.vocab import vocabulary_from_preprocessed

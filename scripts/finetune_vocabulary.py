@@ -13,5 +13,6 @@ with stage(snakemake.log[0]):
         params.min_cells,
         params.seed,
         params.use_raw,
+        adt_h5ad=snakemake.input.get("adt"),
     )
     write_extended_vocabulary(vocab, snakemake.input.pretrained, snakemake.output[0])

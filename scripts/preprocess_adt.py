@@ -9,8 +9,6 @@ with stage(snakemake.log[0]):
     from scgenai_flow.preprocess import PreprocessSettings, preprocess_adt, recorded_binning
     from scgenai_flow.vocab import Vocabulary
 
-    vocab_dir = snakemake.input.get("vocab")
-    features = Vocabulary.load(vocab_dir).adt_features if vocab_dir else None
     cells = read_obs(snakemake.input.rna).index
     # proteins are binned as the RNA of the same cells was (auto resolved on the training RNA)
     chunk_cells = snakemake.config["preprocess"]["chunk_cells"]  # how it runs: not a params
@@ -18,4 +16,8 @@ with stage(snakemake.log[0]):
         PreprocessSettings(**snakemake.params.settings, chunk_cells=chunk_cells),
         binning=recorded_binning(snakemake.input.rna),
     )
+    features = None
+    if snakemake.input.get("vocab"):  # aligned to a vocabulary: its features, in its bins
+        vocab = Vocabulary.load(snakemake.input.vocab)
+        features, settings = vocab.adt_features, replace(settings, num_bins=vocab.adt_num_bins)
     write_h5ad(preprocess_adt(snakemake.input.adt, cells, settings, features), snakemake.output[0])

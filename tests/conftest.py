@@ -20,6 +20,22 @@ REPO = Path(__file__).resolve().parents[1]
 FOUR_TYPES = ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic")
 
 
+def test_settings(*names: str) -> dict:
+    """The settings of `.test/<name>/config.yaml` (the snakemake-workflows convention), layered
+    in order as `--configfile` layers them: what the tests run and a user can run by hand."""
+    import yaml
+
+    from scgenai_flow.legacy import deep_update
+
+    config: dict = {}
+    for name in names:
+        config = deep_update(config, yaml.safe_load((REPO / ".test" / name / "config.yaml").read_text()))
+    return config
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
 @pytest.fixture(scope="session")
 def pbmc() -> ad.AnnData:
     """scanpy's pbmc68k_reduced: 700 real PBMCs, log-normalised, 10 bulk labels."""

@@ -92,8 +92,19 @@ def validation_inputs(root: Path) -> tuple[LabelledWindows, np.ndarray, np.ndarr
 def test_training_keeps_the_validation_cells_scores(trained) -> None:
     calibration = read_calibration(trained / "best")
     val, probs, linear = validation_inputs(trained)
+    # best_model's epochs were chosen on these cells: it keeps out-of-selection scores of its
+    # networks (train/crossfit.py), their temperature fitted on them
+    unselected = calibration.val_network * calibration.network_temperature
     network, _ = cell_log_scores(probs, val.windows.cell_index, val.n_cells, "mean")
-    np.testing.assert_allclose(calibration.val_network, network / calibration.network_temperature, atol=1e-4)
+    assert not np.allclose(unselected, network, atol=1e-3)
+    assert fit_temperature(unselected, val.cell_labels) == pytest.approx(
+        calibration.network_temperature, rel=1e-3
+    )
+    # last_model's epoch was not chosen: it keeps its networks' own scores
+    last = read_calibration(trained / "last")
+    probs = window_probabilities(load_model(trained / "last"), val.windows, 16, CPU)
+    own, _ = cell_log_scores(probs, val.windows.cell_index, val.n_cells, "mean")
+    np.testing.assert_allclose(last.val_network, own / last.network_temperature, atol=1e-4)
     np.testing.assert_allclose(calibration.val_linear, linear, atol=1e-4)
     np.testing.assert_array_equal(calibration.val_labels, val.cell_labels)
     np.testing.assert_array_equal(calibration.class_cells, TRAIN_CELLS)

@@ -297,14 +297,18 @@ def test_dry_run_of_a_multiomics_train_config_through_the_api(files) -> None:
     assert not (files / "mo_model/best_model").exists()
 
 
-def test_finetuning_a_multiomics_model_is_refused(files, tmp_path) -> None:
+def test_finetuning_a_multiomics_model_takes_adt_files(files, tmp_path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     setting = translate({**TRAIN_TEMPLATE, **SHAPES["multiomics"]}).config
     write_config(model / "train_setting.yaml", setting)
     old = {"mode": "Finetune", "model_dir": str(model), "finetune_dir": "ft", "train_file": "predict.h5ad"}
-    with pytest.raises(InputError, match="fine-tuning a multi-omics"):
+    with pytest.raises(InputError, match="multiomics is Yes in Finetune mode: train_ADTfile required"):
         translate(old)
+    run = translate({**old, "train_ADTfile": "predict_ADT.h5ad"})
+    assert run.config["finetune"]["train_adt"] == "predict_ADT.h5ad" and run.config["data"]["multiomics"]
+    with pytest.raises(InputError, match="val_ADTfile required"):
+        translate({**old, "train_ADTfile": "predict_ADT.h5ad", "val_file": "val.h5ad"})
 
 
 def test_run_passes_targets_and_flags_to_snakemake(tmp_path) -> None:

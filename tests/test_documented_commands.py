@@ -85,7 +85,7 @@ NOT_IN_A_CLONE = {"results", "report.html", "dag.svg"}  # .gitignore'd outputs o
 # Copied rather than linked: documented commands write into them (docs/config.md is regenerated).
 COPIED_ENTRIES = {"docs"}
 # `python -m MODULE ...` commands that run as they are.
-PYTHON_MODULES = {"scgenai_flow.config_docs"}
+PYTHON_MODULES = {"scgenai_flow.config_docs", "scgenai_flow.api_docs"}
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ def user(tmp_path: Path, user_data: Path) -> tuple[Path, dict[str, str]]:
     for entry in REPO.iterdir():
         if entry.name in COPIED_ENTRIES:
             shutil.copytree(entry, checkout / entry.name)
-        elif not entry.name.startswith(".") and entry.name not in NOT_IN_A_CLONE:
+        elif (not entry.name.startswith(".") or entry.name == ".test") and entry.name not in NOT_IN_A_CLONE:
             (checkout / entry.name).symlink_to(entry)
     (checkout / ".venv").symlink_to(sys.prefix)
     profiles = home / ".config/snakemake"

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import assert_held_out
+from conftest import assert_held_out, test_settings
 from test_workflow import snakemake
 
 from scgenai_flow.data import stratified_split
-from scgenai_flow.io import write_h5ad
+from scgenai_flow.io import InputError, write_h5ad
+from scgenai_flow.legacy import deep_update
 from scgenai_flow.models import CellClassifier, ModelSpec, grow
 from scgenai_flow.vocab import Vocabulary, build_vocabulary
 
@@ -77,24 +78,17 @@ def make_files(pbmc, workdir: Path) -> dict[str, Path]:
 @pytest.mark.slow
 def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc) -> None:
     paths = make_files(pbmc, tmp_path)
-    config = {
-        "data": {
-            "train": str(paths["pre_train"]),
-            "val": str(paths["pre_val"]),
-            "predict": str(paths["test"]),
+    config = deep_update(
+        test_settings("finetune"),  # .test/finetune/config.yaml, plus this test's files
+        {
+            "data": {
+                "train": str(paths["pre_train"]),
+                "val": str(paths["pre_val"]),
+                "predict": str(paths["test"]),
+            },
+            "finetune": {"train": str(paths["finetune"])},
         },
-        "preprocess": {"min_cells": 30},
-        "context": {"max_length": 128},
-        "model": {"size": "tiny", "backbone": "llama"},
-        "train": {"num_epochs": 1, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
-        "finetune": {
-            "train": str(paths["finetune"]),
-            "num_epochs": 4,
-            "batch_size": 32,
-            "learning_rate": 2e-3,
-        },
-        "predict": {"model": "finetune"},
-    }
+    )
     # what the assertions need (not "all": the base model's report and the prediction figures)
     snakemake(tmp_path, "results/predictions.csv", "results/finetune/train_summary.pdf", config=config)
     results = tmp_path / "results"
@@ -119,26 +113,95 @@ def test_finetuning_end_to_end_learns_new_labels_and_genes(tmp_path: Path, pbmc)
     assert recall > 1 / len(fine.classes), f"new labels recalled {recall:.2f}"  # above chance
 
 
-def test_a_config_that_contradicts_the_pretrained_model_is_refused(tmp_path: Path) -> None:
-    from scgenai_flow.finetune import finetune_config
-    from scgenai_flow.io import InputError
+def test_extending_a_multiomics_vocabulary_adds_proteins_after_every_old_id(tmp_path: Path) -> None:
+    old = build_vocabulary(
+        np.array(["A", "B"]), 5, pd.Series(["x", "w"], name="l"), "t", adt_features=np.array(["P1", "P2"])
+    )
+    new = old.extend(np.array(["C"]), np.array(["y"]), np.array(["P2", "P3"]))
+    again = new.extend(np.array(["D"]), np.array([]), np.array(["P4"]))
+    assert again.tokens()[: old.size] == old.tokens() and again.tokens()[: new.size] == new.tokens()
+    assert again.tokens()[old.size :] == ["C", "ADT_P3", "D", "ADT_P4"]
+    assert list(again.adt_features) == ["P1", "P2", "P3", "P4"] and again.n_added_adt == 2
+    # binned-matrix columns (genes, then proteins) map to their tokens; protein bins stay protein bins
+    tokens = again.tokens()
+    columns = np.arange(again.n_features)
+    expected = [*"ABCD", *[f"ADT_P{i}" for i in range(1, 5)]]
+    assert [tokens[i] for i in again.feature_tokens(columns)] == expected
+    assert tokens[again.bin_tokens(np.array([6]), np.array([2]))[0]] == "<adtbin2>"
+    again.save(tmp_path / "v")
+    assert Vocabulary.load(tmp_path / "v").tokens() == tokens
+    with pytest.raises(InputError, match="only a multi-omics"):
+        build_vocabulary(np.array(["A"]), 5, pd.Series(["x", "w"], name="l"), "t").extend(
+            np.array([]), np.array([]), np.array(["P1"])
+        )
 
-    settings = {
-        "seed": 1,
-        "context": {"method": "genomic", "max_length": 128, "depth": 1},
-        "model": {"backbone": "gpt"},
-    }
-    (tmp_path / "train_setting.yaml").write_text(yaml.safe_dump(settings))
-    config = {
-        "seed": 2,
-        "context": {"method": "random", "max_length": 128, "depth": 1},
-        "preprocess": {"num_bins": 10},
-        "model": {"backbone": "gpt", "size": "tiny"},
-        "data": {"multiomics": False},
-        "finetune": {"num_epochs": 3},
-    }
-    with pytest.raises(InputError, match="context.method: config 'random', model 'genomic'"):
-        finetune_config(tmp_path, config)
-    config["context"]["method"] = "genomic"
-    merged = finetune_config(tmp_path, config)
-    assert merged["context"]["method"] == "genomic" and merged["finetune"]["num_epochs"] == 3
+
+def test_genomic_finetuning_places_a_new_gene_in_its_band(tmp_path: Path, pbmc) -> None:
+    from scgenai_flow.contexts.genomic import UNMAPPED, cytoband_groups, read_cytobands
+    from scgenai_flow.contexts.reference import reference_options, write_vocabulary_dir
+    from scgenai_flow.finetune import extended_vocabulary, write_extended_vocabulary
+
+    genes = np.asarray(pbmc.var_names[:300])
+    vocab = build_vocabulary(genes, 10, pbmc.obs["bulk_labels"], "pbmc")
+    write_vocabulary_dir(vocab, "genomic", None, tmp_path / "model")  # the built-in table
+    new = pbmc[:, 300:400].copy()  # genes the model never saw
+    write_h5ad(new, tmp_path / "new.h5ad")
+    extended = extended_vocabulary(tmp_path / "model", tmp_path / "new.h5ad", "bulk_labels", 5, 0, False)
+    write_extended_vocabulary(extended, tmp_path / "model", tmp_path / "tuned")
+    stored = reference_options("genomic", tmp_path / "tuned")["cytobands"]
+    groups = cytoband_groups(extended.genes, read_cytobands(stored), "stored")
+    band = groups.names[groups.membership[vocab.genes.size :].nonzero()[1]]  # of each added gene
+    known = read_cytobands(None).set_index("gene_symbol")["cytobandID"]
+    added = extended.genes[vocab.genes.size :]
+    in_table = np.isin(added, known.index)
+    assert in_table.sum() > 20 and (band[in_table] == known[added[in_table]].to_numpy()).all()
+    assert (band[~in_table] == UNMAPPED).all()
+
+
+def test_a_gene_list_limits_the_linear_member_too(tmp_path: Path, pbmc) -> None:
+    from scgenai_flow.contexts import window_genes
+    from scgenai_flow.contexts.reference import write_vocabulary_dir
+    from scgenai_flow.linear import fit_linear
+    from scgenai_flow.preprocess import PreprocessSettings, preprocess_file
+
+    genes = np.asarray(pbmc.var_names)
+    (tmp_path / "genes.txt").write_text("\n".join(genes[::3]) + "\n")
+    vocab = build_vocabulary(genes, 10, pbmc.obs["bulk_labels"], "pbmc")
+    write_vocabulary_dir(vocab, "genelist", str(tmp_path / "genes.txt"), tmp_path / "vocab")
+    write_h5ad(pbmc, tmp_path / "cells.h5ad")
+    preprocessed = preprocess_file(tmp_path / "cells.h5ad", PreprocessSettings(min_cells=0), genes)
+    write_h5ad(preprocessed, tmp_path / "p.h5ad")
+    listed = window_genes(vocab, "genelist", tmp_path / "vocab")
+    assert listed.sum() == genes[::3].size and window_genes(vocab, "random", tmp_path / "vocab") is None
+    from scgenai_flow.linear import read_expression
+
+    values = read_expression(tmp_path / "p.h5ad", vocab, pbmc.n_obs, listed)
+    member = fit_linear(values, vocab.encode_labels(pbmc.obs["bulk_labels"], "pbmc"), vocab.classes.size)
+    assert np.abs(member.weights[~listed]).max() == 0 and np.abs(member.weights[listed]).max() > 0
+
+
+@pytest.mark.slow
+def test_the_default_model_finetunes_with_a_config_naming_only_new_data(finished_run, tmp_path) -> None:
+    """The model of a default run (windows of 128 tokens, not the default 256) fine-tuned through
+    the original's command and through Snakemake, with configs that name only the new data and
+    a short run: every setting that defines the model comes from it."""
+    import subprocess
+    import sys
+
+    from test_workflow import planned_jobs
+
+    model = finished_run / "results/model/best_model"
+    new = str(finished_run / "results/data/predict.h5ad")
+    native = {"finetune": {"train": new, "model": str(model), "num_epochs": 1}}
+    assert planned_jobs(tmp_path, "all", config=native)["finetune"] == 1
+    old = {"mode": "Finetune", "model_dir": str(model), "finetune_dir": "tuned", "train_file": new}
+    old["num_epochs"] = 1
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    scgenai = str(Path(sys.executable).parent / "scgenai")
+    command = [scgenai, "finetune", "--config_file", "old.yaml", "--cores", "2"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    setting = yaml.safe_load((tmp_path / "tuned/best_model/train_setting.yaml").read_text())
+    trained = yaml.safe_load((model / "train_setting.yaml").read_text())
+    assert setting["context"] == trained["context"] and setting["context"]["max_length"] == 128
+    assert setting["preprocess"] == trained["preprocess"] and setting["model"] == trained["model"]

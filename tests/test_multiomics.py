@@ -117,5 +117,9 @@ def test_adt_follows_the_rna_binning_but_not_unit_range_edges(tmp_path, pbmc) ->
 def test_rna_and_adt_with_different_cells_are_refused(tmp_path, pbmc) -> None:
     proteins = synthetic_adt(pbmc.obs, "bulk_labels", seed=0)
     write_h5ad(proteins[:-3].copy(), tmp_path / "adt.h5ad")
-    with pytest.raises(InputError, match="ADT and RNA files must hold the same cells; 3 of 700"):
+    with pytest.raises(InputError, match="the ADT file must hold every RNA cell; 3 of 700"):
         preprocess_adt(tmp_path / "adt.h5ad", pbmc.obs_names, PreprocessSettings(num_bins=5, min_cells=0))
+    # an ADT file with more cells (the whole file of a split's RNA cells): rows picked by barcode
+    cells = pbmc.obs_names[10:20][::-1]
+    split = preprocess_adt(tmp_path / "adt.h5ad", cells, PreprocessSettings(num_bins=5, min_cells=0))
+    assert list(split.obs_names) == list(cells)

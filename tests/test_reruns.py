@@ -93,6 +93,8 @@ CHANGES: dict[str, tuple[object, set[str]]] = {
     # used only with finetune.train
     "finetune.val": ("user/val.h5ad", NOTHING),
     "finetune.model": ("user/model", NOTHING),
+    "finetune.train_adt": ("user/adt.h5ad", NOTHING),
+    "finetune.val_adt": ("user/adt.h5ad", NOTHING),
     "finetune.use_raw": (True, NOTHING),
     "finetune.min_cells": (10, NOTHING),
     "finetune.num_epochs": (5, NOTHING),

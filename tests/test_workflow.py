@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, assert_held_out
+from conftest import REPO, assert_held_out, test_settings
 
 from scgenai_flow.decide import fit_decision
+from scgenai_flow.legacy import deep_update
 from scgenai_flow.models import read_calibration
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -35,12 +36,7 @@ MODEL_FILES = {
     "train_setting.yaml",
     "trained_genes.npy",
 }
-TINY = {
-    "preprocess": {"min_cells": 150},
-    "context": {"max_length": 128},
-    "model": {"size": "tiny"},
-    "train": {"num_epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "ensemble": 2},
-}
+TINY = test_settings("tiny")
 
 
 def snakemake_command(workdir: Path, *args: str, config: dict | None = None) -> list[str]:
@@ -182,7 +178,7 @@ def test_sharded_prediction_gathers_the_unsharded_table(finished_run: Path, tmp_
     sharded = tmp_path / "sharded"
     shutil.copytree(finished_run, sharded, symlinks=True)
     (sharded / "results/predictions.csv").unlink()
-    config = {**TINY, "predict": {"shards": 3}}
+    config = test_settings("tiny", "shards")
     assert planned_jobs(sharded, "results/predictions.csv", config=config) == {
         "shard_predict": 1,
         "preprocess_aligned": 3,
@@ -293,15 +289,15 @@ def test_lint_and_format_are_clean(tmp_path: Path) -> None:
     assert fmt.returncode == 0, fmt.stderr
 
 
+ONE_THREAD = {"train": {"threads": 1}, "predict": {"threads": 1}}  # two runs share the cores
+
+
 def tiny_context(method: str, **extra) -> dict:
-    """One-epoch, one-thread settings for a context method; only prediction's targets are built."""
-    return {
-        "preprocess": {"min_cells": 150},
-        "context": {"method": method, "max_length": 64, **extra},
-        "model": {"size": "tiny", "backbone": "scgent"},
-        "train": {"num_epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "threads": 1, "ensemble": 1},
-        "predict": {"threads": 1},  # two runs share the cores
-    }
+    """The one-epoch settings of .test/multiomics without ADT, for a context method."""
+    context = {"method": method, "depth": 1, **extra}
+    return deep_update(
+        test_settings("multiomics"), {**ONE_THREAD, "data": {"multiomics": False}, "context": context}
+    )
 
 
 CONTEXT_METHODS = ["genomic", "biofunction", "genelist", "multiomics"]
@@ -330,7 +326,7 @@ def context_runs(
         "genomic": tiny_context("genomic", depth=2),  # built-in cytoband table
         "biofunction": tiny_context("biofunction", gmt=str(root / "sets.gmt")),
         "genelist": tiny_context("genelist", genelist=str(root / "genes.txt")),
-        "multiomics": {**tiny_context("random", depth=2), "data": {"multiomics": True}},  # generated ADT
+        "multiomics": deep_update(test_settings("multiomics"), ONE_THREAD),  # generated ADT
     }
     selected = {
         item.callspec.params["method"]
@@ -350,10 +346,8 @@ def context_runs(
 @pytest.mark.slow
 @pytest.mark.parametrize("method", CONTEXT_METHODS)
 def test_every_context_method_runs_end_to_end(context_runs, method: str) -> None:
-    runs, lines, root = context_runs
-    result = runs[method]
-    assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    results = root / method / "results"
+    _, lines, _ = context_runs
+    results = context_results(context_runs, method)
     assert_held_out(results)
     table = pd.read_csv(results / "predictions.csv", index_col=0)
     assert len(table) == ad.read_h5ad(results / "data/predict.h5ad").n_obs
@@ -369,3 +363,125 @@ def test_every_context_method_runs_end_to_end(context_runs, method: str) -> None
     if method == "biofunction":
         names = "|".join(re.escape(n.split("\t")[0]) for n in lines)
         assert table["context_id"].str.contains(f"{names}|no_set_", regex=True).all()
+
+
+def context_results(context_runs, method: str) -> Path:
+    """The results dir of a context method's run, which must have succeeded."""
+    runs, _, root = context_runs
+    result = runs[method]
+    assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return root / method / "results"
+
+
+def val_as_predict(results: Path) -> dict[str, str]:
+    """A multi-omics run's val cells (RNA and ADT) as the data to predict."""
+    return {"predict": str(results / "data/val.h5ad"), "predict_adt": str(results / "data/val_adt.h5ad")}
+
+
+def multiomics_finetune_files(results: Path, root: Path) -> dict[str, str]:
+    """Fine-tuning data from a multi-omics run's held-out cells: its predict cells, one class
+    renamed to a new one and a new protein beside the model's; its val cells to predict."""
+    cells = ad.read_h5ad(results / "data/predict.h5ad")
+    proteins = ad.read_h5ad(results / "data/predict_adt.h5ad")
+    labels = cells.obs["bulk_labels"].astype(str)
+    cells.obs["bulk_labels"] = labels.where(labels != labels.value_counts().index[0], "New state")
+    new = ad.AnnData(proteins.X[:, :1] * 2, obs=proteins.obs[[]], var=pd.DataFrame(index=["CD999"]))
+    proteins = ad.concat([proteins, new], axis=1, merge="first")
+    paths = {"train": root / "ft.h5ad", "train_adt": root / "ft_adt.h5ad"}
+    cells.write_h5ad(paths["train"])
+    proteins.write_h5ad(paths["train_adt"])
+    return {key: str(path) for key, path in paths.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["multiomics"])
+def test_multiomics_finetuning_learns_a_new_protein_and_class(context_runs, method: str, tmp_path) -> None:
+    from scgenai_flow.data import PROTEINS
+    from scgenai_flow.vocab import Vocabulary
+
+    results = context_results(context_runs, method)
+    files = multiomics_finetune_files(results, tmp_path)
+    config = {  # names only the new data, the model and a short run: the rest is the model's
+        "finetune": {**files, "model": str(results / "model/best_model"), "num_epochs": 1, "threads": 1},
+        "data": val_as_predict(results),
+        "predict": {"model": "finetune", "threads": 1},
+    }
+    snakemake(tmp_path, "results/predictions.csv", config=config)  # no finetune.val: split off
+    run = tmp_path / "results/finetune"
+    assert_held_out(run)
+    old, new = Vocabulary.load(results / "model/best_model"), Vocabulary.load(run / "best_model")
+    assert new.tokens()[: old.size] == old.tokens()  # no old id moves
+    assert list(new.adt_features) == [*PROTEINS, "CD999"] and new.n_added_adt == 1
+    assert "New state" in new.classes and "ADT_CD999" in new.tokens()[old.size :]
+    windows = np.load(run / "contexts/train.npz")["tokens"]
+    assert (windows == new.feature_tokens(np.array([new.n_features - 1]))[0]).any()  # the new protein
+    table = pd.read_csv(tmp_path / "results/predictions.csv", index_col=0)
+    assert len(table) == ad.read_h5ad(results / "data/val.h5ad").n_obs
+    # with a fine-tuning val file, through the original's command
+    from scgenai_flow.data import write_splits
+
+    parts = {s: tmp_path / f"part_{s}.h5ad" for s in ("train", "val")}
+    write_splits(ad.read_h5ad(files["train"]), "bulk_labels", {"val": 0.3}, 3, parts)
+    old_config = {
+        "mode": "Finetune",
+        "model_dir": str(results / "model/best_model"),
+        "finetune_dir": str(tmp_path / "tuned"),
+        "train_file": str(parts["train"]),
+        "val_file": str(parts["val"]),
+        "train_ADTfile": files["train_adt"],  # rows picked by barcode for both
+        "val_ADTfile": files["train_adt"],
+        "num_epochs": 1,
+    }
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old_config))
+    scgenai = str(Path(sys.executable).parent / "scgenai")
+    command = [scgenai, "finetune", "--config_file", "old.yaml", "--cores", "2"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    tuned = Vocabulary.load(tmp_path / "tuned/best_model")
+    assert tuned.n_added_adt == 1 and "New state" in tuned.classes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["multiomics"])
+def test_predicting_with_a_model_takes_its_adt_bins(context_runs, method: str, tmp_path) -> None:
+    results = context_results(context_runs, method)
+    model = results / "model/best_model"
+    assert yaml.safe_load((model / "train_setting.yaml").read_text())["preprocess"]["adt_num_bins"] == 5
+    config = {"data": val_as_predict(results), "predict": {"model_dir": str(model)}}
+    # not set: the model's bins (and multi-omics mode, window length, ...), said in the log
+    result = snakemake(tmp_path, "-n", config=config)
+    assert "data.multiomics: the model's True is used (the default is False)" in result.stdout + result.stderr
+    assert "preprocess_adt_aligned" in result.stdout
+    # set to another value: an error naming the key, both values and the model dir
+    config["preprocess"] = {"adt_num_bins": 9}
+    refused = snakemake(tmp_path, "-n", config=config, check=False)
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert f"{model}: the settings that define a model come from its model dir" in said
+    assert "preprocess.adt_num_bins: config 9, model 5" in said
+
+
+def header_command(path: Path) -> str:
+    """The command a `.test/<name>/config.yaml` shows in its header (`#   snakemake ...`, `\\` joins)."""
+    lines = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#   ")]
+    return " ".join(line.rstrip("\\").strip() for line in lines)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / ".test").iterdir()))
+def test_each_test_config_runs_by_hand_as_its_header_shows(
+    name: str, tmp_path: Path, pbmc_h5ad: Path
+) -> None:
+    command = header_command(REPO / ".test" / name / "config.yaml")
+    assert command.startswith("snakemake --cores 2 --configfile config/config.yaml .test/")
+    (tmp_path / "my_new_cells.h5ad").symlink_to(pbmc_h5ad)  # the fine-tuning example's file
+    snakemake_dry = f"{sys.executable} -m snakemake -s Snakefile -d {tmp_path} -n"
+    result = subprocess.run(
+        command.replace("snakemake", snakemake_dry, 1), shell=True, cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    expected = {
+        "shards": "shard_predict",
+        "finetune": "finetune_vocabulary",
+        "multiomics": "preprocess_adt_train",
+    }
+    assert expected.get(name, "train") in result.stdout

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scgenai_flow.contexts import ContextSettings, Windows, load_windows, save_windows
-from scgenai_flow.contexts.sliding import sliding_windows
+from scgenai_flow.contexts import ContextSettings, Windows, load_windows, save_windows, sliding_windows
 from scgenai_flow.vocab import Vocabulary
 
 

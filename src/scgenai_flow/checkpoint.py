@@ -14,6 +14,9 @@ import yaml
 
 from .io import atomic_path
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = ["RankedEpoch", "averaged_weights", "fingerprint"]
+
 log = logging.getLogger(__name__)
 
 
@@ -50,6 +53,8 @@ class TrainState:
     rows: list[dict[str, float]] = field(default_factory=list)
     best: list[RankedEpoch] = field(default_factory=list)  # best first
     best_metrics: dict[str, float] = field(default_factory=dict)  # of best_model on validation
+    # each epoch's class log-scores of the validation cells calibration.json keeps (float32)
+    val_scores: list[np.ndarray] = field(default_factory=list)
 
 
 def cpu_weights(state: Weights) -> Weights:

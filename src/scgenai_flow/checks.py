@@ -71,7 +71,9 @@ def input_plan(config: Mapping[str, Any], trains_here: bool) -> InputPlan:
     files = {f"data.{s}": data[s] for s in DATA_SPLITS if user(data[s])}
     if data["multiomics"]:
         files |= {f"data.{s}_adt": data[f"{s}_adt"] for s in DATA_SPLITS if user(data[f"{s}_adt"])}
-    files |= {f"finetune.{s}": ft[s] for s in ("train", "val") if ft["train"] and user(ft[s])}
+    if ft["train"]:
+        given = {f"{s}{kind}": ft[f"{s}{kind}"] for s in ("train", "val") for kind in ("", "_adt")}
+        files |= {f"finetune.{key}": path for key, path in given.items() if user(path)}
     models = {"predict.model_dir": config["predict"]["model_dir"], "finetune.model": ft["model"]}
     models = {k: v for k, v in models.items() if user(v) and (k != "finetune.model" or ft["train"])}
     # what the model fine-tuning starts from learnt its classes and genes from (if known)
@@ -130,8 +132,8 @@ def writable_dir_problem(directory: str) -> str | None:
 
 
 def check_before_run(plan: InputPlan, config: Mapping[str, Any]) -> None:
-    """Fail when the workflow is parsed, before any job: missing inputs, an unwritable results
-    dir, a pretrained model whose settings the config contradicts."""
+    """Fail when the workflow is parsed, before any job: missing inputs or model dirs, an
+    unwritable results dir."""
     problems = [
         f"{key}: {path}: file not found; expected an existing .h5ad file"
         for key, path in plan.files.items()
@@ -153,15 +155,6 @@ def check_before_run(plan: InputPlan, config: Mapping[str, Any]) -> None:
         problems.append(
             f"results: {results}: cannot write there ({unwritable}); expected a writable directory"
         )
-    model = plan.models.get("finetune.model")
-    if model and Path(model).is_dir():
-        from .finetune import check_no_conflict
-        from .modeldir import read_settings
-
-        try:
-            check_no_conflict(model, read_settings(model), config)
-        except InputError as err:
-            problems.append(f"finetune.model: {indent(err)}")
     if problems:
         raise InputError("missing or unusable inputs:\n  " + "\n  ".join(problems))
 
@@ -390,14 +383,13 @@ def check_inputs(plan: InputPlan) -> dict[str, str]:
 
 
 def same_cells(adt: Header, rna: Header, path: str, rna_key: str) -> None:
-    """An ADT file holds exactly the cells of its RNA file (any order)."""
+    """An ADT file holds every cell of its RNA file (any order; rows are matched by barcode, so
+    one ADT file may serve several RNA files of the same cells)."""
     missing = rna.cells.difference(adt.cells)
-    extra = adt.cells.difference(rna.cells)
-    if missing.size or extra.size:
+    if missing.size:
         raise InputError(
             f"{path}: {missing.size} of the {rna.cells.size} {rna_key} barcodes are not in the ADT file"
-            f" (e.g. {', '.join(missing[:3])}) and {extra.size} ADT barcodes are not in {rna_key};"
-            f" expected the same cells as {rna_key} (any order)"
+            f" (e.g. {', '.join(missing[:3])}); expected every cell of {rna_key} (any order)"
         )
 
 

@@ -15,6 +15,9 @@ import yaml
 
 from .io import InputError
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = ["SCHEMA_PATH", "load_schema", "schema_default", "with_defaults", "check_config", "model_config"]
+
 # The one home of every config default (the recommended method); see docs/config.md.
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # Keys that say how a job runs, not what it computes: never a rule's params, so changing one

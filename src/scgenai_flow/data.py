@@ -11,6 +11,17 @@ import scipy.sparse as sp
 
 from .io import InputError
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "EMBEDDED",
+    "PROTEINS",
+    "embedded_pbmc68k",
+    "stratified_split",
+    "write_splits",
+    "load_source",
+    "synthetic_adt",
+]
+
 if TYPE_CHECKING:  # anndata is imported where used: the Snakefile imports this module for EMBEDDED
     import anndata as ad
 

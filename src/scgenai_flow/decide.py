@@ -12,6 +12,18 @@ from scipy.optimize import minimize_scalar
 from .metrics import macro_f1
 from .models import Calibration
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "Decision",
+    "fit_decision",
+    "fit_temperature",
+    "joint_scores",
+    "prior_offsets",
+    "softmax_rows",
+    "cell_losses",
+    "resampled_macro_f1",
+]
+
 # Temperatures a fit may reach (log scale): far beyond what a trained model needs.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 

@@ -9,46 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .adopt import adopt_model_settings
 from .contexts import ContextSettings
 from .io import InputError, atomic_path, read_obs, read_var_names
 from .modeldir import read_settings
 from .preprocess import check_unique_genes, scan_matrix
 from .vocab import Vocabulary, require_label_column
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = ["finetune_config", "context_settings_of", "extended_vocabulary", "write_extended_vocabulary"]
+
 log = logging.getLogger(__name__)
 
 
-MODEL_DEFINING = (
-    ("context", "method"),
-    ("context", "max_length"),
-    ("context", "depth"),
-    ("preprocess", "num_bins"),
-    ("preprocess", "binning"),
-    ("model", "backbone"),
-    ("model", "size"),
-    ("model", "pooling"),
-    ("model", "pair_input"),
-    ("data", "multiomics"),
-)
-
-
-def check_no_conflict(model_dir: str | Path, pretrained: dict, config: dict) -> None:
-    """Settings that define a model come from the pretrained one; a different value is an error."""
-    clashes = [
-        f"{section}.{key}: config {config[section][key]!r}, model {pretrained[section][key]!r}"
-        for section, key in MODEL_DEFINING
-        if key in pretrained.get(section, {}) and config[section][key] != pretrained[section][key]
-    ]
-    if clashes:
-        raise InputError(
-            f"{model_dir}: fine-tuning keeps the pretrained model's settings, but the config differs:\n  "
-            + "\n  ".join(clashes)
-        )
-
-
 def finetune_config(model_dir: str | Path, config: dict) -> dict:
-    """Settings of a fine-tuning run: the pretrained model's, plus this run's `finetune` section."""
-    check_no_conflict(model_dir, read_settings(model_dir), config)
+    """Settings of a fine-tuning run: the pretrained model's, plus this run's seed and `finetune`
+    section; where the config's model-defining values differ, the model's win (noted in the log)."""
+    _, notes = adopt_model_settings(config, {}, model_dir)
+    for note in notes:
+        log.info("%s: %s", model_dir, note)
     settings = copy.deepcopy(read_settings(model_dir))
     settings["seed"] = config["seed"]
     settings["finetune"] = {**config["finetune"], "model": str(model_dir)}
@@ -67,24 +46,44 @@ def context_settings_of(model_dir: str | Path) -> ContextSettings:
     )
 
 
+def new_features(h5ad: str | Path, min_cells: int, seed: int, use_raw: bool) -> np.ndarray:
+    """The features of a file expressed in at least `min_cells` cells, in a seeded order."""
+    names = read_var_names(h5ad, use_raw)
+    check_unique_genes(names, h5ad)
+    candidates = names[scan_matrix(h5ad, use_raw).expressed_cells >= min_cells]
+    return candidates[np.random.default_rng(seed).permutation(candidates.size)]
+
+
 def extended_vocabulary(
-    model_dir: str | Path, h5ad: str | Path, target_feature: str, min_cells: int, seed: int, use_raw: bool
+    model_dir: str | Path,
+    h5ad: str | Path,
+    target_feature: str,
+    min_cells: int,
+    seed: int,
+    use_raw: bool,
+    adt_h5ad: str | Path | None = None,
 ) -> Vocabulary:
     """The model's vocabulary plus the fine-tuning data's new genes (expressed in at least
-    `min_cells` cells, in a seeded order) and new labels, both appended at the end."""
+    `min_cells` cells, in a seeded order), new ADT features (of `adt_h5ad`, every one) and new
+    labels, appended at the end."""
     old = Vocabulary.load(model_dir)
-    genes = read_var_names(h5ad, use_raw)
-    check_unique_genes(genes, h5ad)
-    scan = scan_matrix(h5ad, use_raw)
-    candidates = genes[scan.expressed_cells >= min_cells]
-    candidates = candidates[np.random.default_rng(seed).permutation(candidates.size)]
+    if bool(adt_h5ad) != bool(old.adt_features.size):
+        raise InputError(
+            f"{model_dir}: a {'multi-omics (RNA + ADT)' if old.adt_features.size else 'RNA-only'} model;"
+            f" expected fine-tuning data {'with' if old.adt_features.size else 'without'} an ADT file"
+            " (finetune.train_adt)"
+        )
+    genes = new_features(h5ad, min_cells, seed, use_raw)
+    proteins = new_features(adt_h5ad, 0, seed, False) if adt_h5ad else None
     labels = require_label_column(read_obs(h5ad), target_feature, str(h5ad)).dropna().astype(str)
-    vocab = old.extend(candidates, np.unique(labels))
+    vocab = old.extend(genes, np.unique(labels), proteins)
     log.info(
-        "%s: %d new genes (%d in all), %d new classes (%s)",
+        "%s: %d new genes (%d in all), %d new ADT features (%s), %d new classes (%s)",
         h5ad,
-        vocab.genes.size - old.genes.size,
+        vocab.n_added_genes - old.n_added_genes,
         vocab.genes.size,
+        vocab.n_added_adt - old.n_added_adt,
+        ", ".join(vocab.adt_features[old.adt_features.size :]) or "none",
         vocab.classes.size - old.classes.size,
         ", ".join(vocab.classes[old.classes.size :]) or "none",
     )

@@ -19,6 +19,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "InputError",
+    "OutputError",
+    "read_h5ad",
+    "read_obs",
+    "read_var_names",
+    "read_layer",
+    "iter_csr_chunks",
+    "atomic_path",
+    "write_h5ad",
+    "write_npz",
+    "write_csv",
+]
+
 if TYPE_CHECKING:  # anndata is imported where used: the Snakefile imports this module too
     import anndata as ad
 

@@ -64,6 +64,8 @@ FINETUNE_MAP = {
     "val_file": ("finetune", "val"),
     "model_dir": ("finetune", "model"),
     "target_feature": ("data", "target_feature"),
+    "train_ADTfile": ("finetune", "train_adt"),
+    "val_ADTfile": ("finetune", "val_adt"),
     "min_cells": ("finetune", "min_cells"),
     **{key: ("finetune", key) for key in LOOP_KEYS},
 }
@@ -235,11 +237,11 @@ def check_adt(mode: str, values: Mapping[str, Any], multiomics: bool) -> None:
     """Multi-omics needs an ADT file beside each RNA file (no ADT hold-out split)."""
     if not multiomics:
         return
-    if mode == "finetune":
-        raise InputError(
-            f"{values['model_dir']}: fine-tuning a multi-omics (RNA + ADT) model is not supported"
-        )
-    needed = ["predict_ADTfile"] if mode == "predict" else ["train_ADTfile", "val_file", "val_ADTfile"]
+    needed = {
+        "predict": ["predict_ADTfile"],
+        "train": ["train_ADTfile", "val_file", "val_ADTfile"],
+        "finetune": ["train_ADTfile", *(["val_ADTfile"] if values.get("val_file") else [])],
+    }[mode]
     missing = [key for key in needed if not values.get(key)]
     if missing:
         raise InputError(f"multiomics is Yes in {MODES[mode]} mode: {', '.join(missing)} required")
@@ -255,7 +257,7 @@ def put(config: dict, where: tuple[str, ...], value: Any) -> None:
 def from_model(mode: str, values: Mapping[str, Any]) -> tuple[dict, list[str], str]:
     """Predict and finetune: the settings that define the model come from its train_setting.yaml,
     and predict scores in batches of the training's size (as the original did)."""
-    from .finetune import MODEL_DEFINING
+    from .adopt import MODEL_DEFINING
 
     trained = model_settings(values["model_dir"])
     taken = {key: (where, where) for key, where in MODEL_KEYS.items()}

@@ -18,6 +18,9 @@ from .modeldir import LINEAR_FILE
 from .preprocess import EXPRESSION_LAYER
 from .vocab import Vocabulary
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = ["LinearMember", "fit_linear", "member_features", "presence", "read_expression"]
+
 WINDOWS_PER_CHUNK = 65536  # presence is gathered in chunks so memory stays flat in windows
 
 
@@ -38,9 +41,11 @@ def presence(windows: Windows, n_cells: int, vocab: Vocabulary) -> sp.csr_matrix
     return as_presence(np.concatenate(rows), np.concatenate(columns), n_cells, vocab.n_features)
 
 
-def read_expression(h5ad: str | Path, vocab: Vocabulary, n_cells: int) -> sp.csr_matrix:
+def read_expression(
+    h5ad: str | Path, vocab: Vocabulary, n_cells: int, genes: np.ndarray | None = None
+) -> sp.csr_matrix:
     """Cells x genes: the normalised values a preprocessed file keeps, columns in vocabulary order
-    (`n_cells`: as many as its windows have)."""
+    (`n_cells`: as many as its windows have); zero outside `genes` (a boolean per gene) if given."""
     hint = "a file written by this version's preprocess rule (run it again)"
     matrix = read_layer(h5ad, EXPRESSION_LAYER, hint)
     if matrix.shape[0] != n_cells or not np.array_equal(read_var_names(h5ad), vocab.genes):
@@ -48,7 +53,7 @@ def read_expression(h5ad: str | Path, vocab: Vocabulary, n_cells: int) -> sp.csr
             f"{h5ad}: {matrix.shape[0]} cells x {matrix.shape[1]} genes; expected the {n_cells} cells of its"
             f" windows and the vocabulary's {vocab.genes.size} genes in order (preprocessed for this model)"
         )
-    return matrix
+    return matrix if genes is None else sp.csr_matrix(matrix.multiply(genes[None, :].astype(matrix.dtype)))
 
 
 def member_features(

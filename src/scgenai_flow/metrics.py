@@ -7,6 +7,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "Evaluation",
+    "macro_f1",
+    "balanced_accuracy",
+    "expected_calibration_error",
+    "per_class_table",
+    "evaluate_predictions",
+    "selection_key",
+    "best_row",
+]
+
 
 def confusion(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts: rows are true classes, columns predicted classes."""

@@ -12,6 +12,18 @@ import yaml
 
 from .io import InputError
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "FORMAT_VERSION",
+    "read_settings",
+    "write_settings",
+    "read_selection",
+    "write_selection",
+    "format_version",
+    "write_format",
+    "has_linear_member",
+]
+
 # The original scGenAI's files (a vocabulary dir holds the vocabulary ones too) ...
 WEIGHTS_FILE = "scGenAI_model.pt"
 CONFIG_FILE = "config.json"  # the network's ModelSpec
@@ -50,6 +62,7 @@ FORMAT_VERSION = 2
 
 
 def write_format(directory: Path) -> None:
+    """Record the format this version writes (`format.json`)."""
     (directory / FORMAT_FILE).write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
 
 
@@ -71,6 +84,7 @@ def format_version(directory: str | Path) -> int:
 
 
 def write_settings(directory: Path, settings: dict) -> None:
+    """Save the effective configuration a model was trained with."""
     (directory / SETTINGS_FILE).write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
@@ -83,6 +97,7 @@ def read_settings(model_dir: str | Path) -> dict:
 
 
 def write_selection(directory: Path, selection: dict[str, Any]) -> None:
+    """Save best_model's selection: the epochs it averages, its validation, its decision."""
     (directory / SELECTION_FILE).write_text(json.dumps(selection, indent=1))
 
 
@@ -93,4 +108,5 @@ def read_selection(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 def has_linear_member(model_dir: str | Path) -> bool:
+    """Whether a model dir holds a linear member."""
     return (Path(model_dir) / LINEAR_FILE).is_file()

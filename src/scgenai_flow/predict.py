@@ -18,6 +18,22 @@ from .io import InputError
 from .models import CellClassifier
 from .runtime import autocast
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "AGGREGATIONS",
+    "UNASSIGNED",
+    "CellPredictions",
+    "predict_from_files",
+    "predict_cells",
+    "batch_tensors",
+    "window_probabilities",
+    "cell_log_scores",
+    "decision_scores",
+    "first_windows",
+    "prediction_table",
+]
+
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("context_id", "PredictedFeature", "prediction_score")

@@ -14,6 +14,20 @@ import scipy.sparse as sp
 from .config import default_of, schema_default
 from .io import InputError, iter_csr_chunks, nonempty_info, read_obs, read_var_names
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "BINNINGS",
+    "EXPRESSION_LAYER",
+    "RAW_COUNT_THRESHOLD",
+    "PreprocessSettings",
+    "preprocess_file",
+    "preprocess_adt",
+    "scan_matrix",
+    "bin_rows",
+    "resolve_binning",
+    "recorded_binning",
+]
+
 if TYPE_CHECKING:
     import anndata as ad
 
@@ -387,7 +401,8 @@ def recorded_binning(preprocessed: str | Path) -> str:
 def preprocess_adt(
     path: str | Path, cell_ids: pd.Index, settings: PreprocessSettings, features: np.ndarray | None = None
 ) -> ad.AnnData:
-    """Binned ADT (protein) matrix, rows in the RNA file's cell order, matched by barcode.
+    """Binned ADT (protein) matrix, rows in the RNA file's cell order, matched by barcode (the
+    ADT file may hold more cells: a split's rows are picked from the whole file).
 
     Features keep the file's order (training) or follow the model's `features`. `settings`
     carry the RNA's binning; `unit_range`'s edges over [0, 1] do not fit protein counts, so
@@ -396,11 +411,11 @@ def preprocess_adt(
     if not adt_cells.is_unique:
         raise InputError(f"{path}: duplicate cell barcodes in the ADT file")
     position = adt_cells.get_indexer(cell_ids)
-    if (position < 0).any() or adt_cells.size != cell_ids.size:
+    if (position < 0).any():
         missing = cell_ids[position < 0]
         raise InputError(
-            f"{path}: ADT and RNA files must hold the same cells; {missing.size} of {cell_ids.size} RNA"
-            f" barcodes are not in the ADT file (e.g. {', '.join(map(str, missing[:3]))}) and it has"
+            f"{path}: the ADT file must hold every RNA cell; {missing.size} of {cell_ids.size} RNA"
+            f" barcodes are not in it (e.g. {', '.join(map(str, missing[:3]))}) and it has"
             f" {adt_cells.size} cells"
         )
     if features is None:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = ["seed_everything", "select_device", "gpus_of", "setup_logging", "autocast", "stage"]
+
 log = logging.getLogger("scgenai_flow")
 
 

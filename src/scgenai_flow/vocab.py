@@ -27,6 +27,17 @@ from .modeldir import (
 )
 from .preprocess import BINNINGS
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "ADT_PREFIX",
+    "PAD_TOKEN",
+    "Vocabulary",
+    "build_vocabulary",
+    "vocabulary_from_preprocessed",
+    "read_binning",
+    "require_label_column",
+]
+
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
 PAD_TOKEN = "<pad>"
 UNK_ID = 0
@@ -54,12 +65,26 @@ class Vocabulary:
     classes: np.ndarray  # label classes; index = encoded label
     adt_features: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # multi-omics
     adt_num_bins: int = default_of("preprocess.adt_num_bins")
-    n_added_genes: int = 0  # genes added by fine-tuning: the last ones, with ids after PAD
+    # Features added by fine-tuning, in the order of their ids after PAD: True for an ADT feature.
+    # They are the last genes (and the last ADT features); every older id stays where it was.
+    added_adt: tuple[bool, ...] = ()
     binning: str = "cell_range"  # how values became bins (preprocess.BINNINGS); new data follow it
+
+    @property
+    def n_added_adt(self) -> int:
+        return sum(self.added_adt)
+
+    @property
+    def n_added_genes(self) -> int:
+        return len(self.added_adt) - self.n_added_adt
 
     @property
     def n_base_genes(self) -> int:
         return self.genes.size - self.n_added_genes
+
+    @property
+    def n_base_adt(self) -> int:
+        return self.adt_features.size - self.n_added_adt
 
     @property
     def gene_offset(self) -> int:
@@ -79,7 +104,7 @@ class Vocabulary:
 
     @property
     def adt_bin_offset(self) -> int:
-        return self.adt_offset + self.adt_features.size
+        return self.adt_offset + self.n_base_adt
 
     @property
     def n_adt_bin_tokens(self) -> int:
@@ -96,7 +121,7 @@ class Vocabulary:
 
     @property
     def size(self) -> int:
-        return self.pad_id + 1 + self.n_added_genes
+        return self.pad_id + 1 + len(self.added_adt)
 
     @property
     def token_dtype(self) -> type:
@@ -108,18 +133,35 @@ class Vocabulary:
         bins = [bin_token(b) for b in range(1, self.n_bin_tokens + 1)]
         adt = [ADT_PREFIX + f for f in self.adt_features.tolist()]
         adt_bins = [adt_bin_token(b) for b in range(1, self.n_adt_bin_tokens + 1)]
-        base, added = self.genes[: self.n_base_genes].tolist(), self.genes[self.n_base_genes :].tolist()
-        return [*SPECIAL_TOKENS.values(), *base, *bins, *adt, *adt_bins, PAD_TOKEN, *added]
+        added = np.empty(len(self.added_adt), dtype=object)
+        kinds = np.array(self.added_adt, dtype=bool)
+        added[~kinds], added[kinds] = self.genes[self.n_base_genes :], adt[self.n_base_adt :]
+        base_genes = self.genes[: self.n_base_genes].tolist()
+        return [
+            *SPECIAL_TOKENS.values(), *base_genes, *bins, *adt[: self.n_base_adt], *adt_bins, PAD_TOKEN,
+            *added.tolist(),
+        ]  # fmt: skip
 
-    def extend(self, genes: np.ndarray, classes: np.ndarray) -> Vocabulary:
-        """This vocabulary plus new genes and classes at the end; every old id stays."""
+    def extend(
+        self, genes: np.ndarray, classes: np.ndarray, adt_features: np.ndarray | None = None
+    ) -> Vocabulary:
+        """This vocabulary plus new genes, ADT features (of a multi-omics vocabulary) and classes
+        at the end; every old id stays."""
         new_genes = np.asarray(genes, dtype=str)[~np.isin(genes, self.genes)]
         new_classes = np.asarray(classes, dtype=str)[~np.isin(classes, self.classes)]
+        adt = np.asarray(adt_features if adt_features is not None else [], dtype=str)
+        new_adt = adt[~np.isin(adt, self.adt_features)]
+        if new_adt.size and not self.adt_features.size:
+            raise InputError(
+                f"ADT features ({', '.join(new_adt[:3])}) for a vocabulary without any: only a"
+                " multi-omics (RNA + ADT) model takes ADT data"
+            )
         return replace(
             self,
             genes=np.concatenate((self.genes, new_genes)),
             classes=np.concatenate((self.classes, new_classes)),
-            n_added_genes=self.n_added_genes + new_genes.size,
+            adt_features=np.concatenate((self.adt_features, new_adt)),
+            added_adt=(*self.added_adt, *[False] * new_genes.size, *[True] * new_adt.size),
         )
 
     def encode_labels(self, labels: pd.Series | np.ndarray, source: str) -> np.ndarray:
@@ -137,15 +179,17 @@ class Vocabulary:
     @cached_property
     def _column_tokens(self) -> tuple[np.ndarray, np.ndarray]:
         """Per binned-matrix column: its feature token id, and the token id of its bin 0."""
+        kinds = np.array(self.added_adt, dtype=bool)
+        after_pad = self.pad_id + 1 + np.arange(kinds.size)  # fine-tuned features live after PAD
+        ids = np.concatenate((
+            self.gene_offset + np.arange(self.n_base_genes),
+            after_pad[~kinds],
+            self.adt_offset + np.arange(self.n_base_adt),
+            after_pad[kinds],
+        ))  # fmt: skip
         columns = np.arange(self.n_features)
-        added = self.pad_id + 1 - self.n_base_genes  # fine-tuned genes live after PAD
-        offset = np.where(
-            columns < self.n_base_genes,
-            self.gene_offset,
-            np.where(columns < self.genes.size, added, self.adt_offset - self.genes.size),
-        )
         first_bin = np.where(columns < self.genes.size, self.bin_offset - 1, self.adt_bin_offset - 1)
-        return (columns + offset).astype(self.token_dtype), first_bin.astype(self.token_dtype)
+        return ids.astype(self.token_dtype), first_bin.astype(self.token_dtype)
 
     def feature_tokens(self, columns: np.ndarray) -> np.ndarray:
         """Token ids of binned-matrix columns: the genes, then (multi-omics) the ADT features."""
@@ -191,7 +235,8 @@ class Vocabulary:
         np.save(directory / TRAINED_GENES, self.genes.astype(str))
         np.save(directory / CLASSES, self.classes.astype(str))
         if self.adt_features.size:
-            adt_ids = np.arange(self.adt_features.size) + self.adt_offset
+            adt_columns = self.genes.size + np.arange(self.adt_features.size)
+            adt_ids = self.feature_tokens(adt_columns).astype(np.int64)
             adt_bins = np.arange(1, self.n_adt_bin_tokens + 1)
             np.save(
                 directory / ADT_VOCAB,
@@ -233,25 +278,28 @@ class Vocabulary:
             npy[CLASSES],
             npy[PAD_ID],
         )
-        adt = {}
+        adt: dict = {}
+        stored_ids = npy[GENE_VOCAB]["id"]
         if ADT_VOCAB in npy:
             adt = {
                 "adt_features": npy[ADT_VOCAB]["feature"].astype(str),
                 "adt_num_bins": int(npy[ADT_EXPRESSION_VOCAB].size) - 1,
             }
-        stored_ids = npy[GENE_VOCAB]["id"]
-        added = int((stored_ids > int(pad_id)).sum())
+            stored_ids = np.concatenate((stored_ids, npy[ADT_VOCAB]["id"]))
+        # the added features in id order (ids after PAD), and which of them are ADT features
+        after_pad = np.flatnonzero(stored_ids > int(pad_id))
+        added_adt = tuple(bool(c >= genes.size) for c in after_pad[np.argsort(stored_ids[after_pad])])
         num_bins = int(npy[EXPRESSION_VOCAB].size) - 1
         vocab = cls(
             genes=genes,
             num_bins=num_bins,
             classes=classes,
-            n_added_genes=added,
+            added_adt=added_adt,
             binning=read_binning(directory),
             **adt,
         )
         if int(pad_id) != vocab.pad_id or not np.array_equal(
-            stored_ids, vocab.feature_tokens(np.arange(genes.size))
+            stored_ids, vocab.feature_tokens(np.arange(vocab.n_features))
         ):
             raise InputError(
                 f"{directory}: {GENE_VOCAB} / {PAD_ID} disagree with the other vocabulary files;"

@@ -1,7 +1,6 @@
 from scgenai_flow.checks import check_before_run, input_plan, plan_params
 
-# Cheap checks first: missing inputs, an unwritable results dir or a pretrained model the config
-# contradicts fail here, before any job; check_inputs reads the files' headers before any stage
+# Cheap checks first: missing inputs or model dirs and an unwritable results dir fail here, before any job; check_inputs reads the files' headers before any stage
 # reads their data. The stages take its marker as `ancient`, so re-checking re-runs none of them;
 # it is a checkpoint because Snakemake decides the rest of the DAG before running a rule, and
 # would then miss the stages that a changed config re-runs (changed params or input files)

@@ -1,3 +1,4 @@
+import copy
 import os
 import sys
 
@@ -14,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # UMAP's nearest-neighbour code is numba-compiled (~30 s per process); cache it across jobs.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(".snakemake/numba-cache"))
 
+from scgenai_flow.adopt import adopt_model_settings, model_multiomics
 from scgenai_flow.config import check_config, gpu_request, model_config
 from scgenai_flow.contexts.reference import REFERENCES
 from scgenai_flow.data import EMBEDDED
@@ -31,15 +33,29 @@ if is_legacy(config):  # a config file of the original scGenAI (flat keys): tran
 SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 with open(SCHEMA) as handle:
     check_config(config, yaml.safe_load(handle))
+GIVEN = copy.deepcopy(dict(config))  # what the user set (validation adds the defaults)
 validate(config, SCHEMA)
+
+PREDICT_DIR = config["predict"]["model_dir"]
+# An existing model and no training data: `all` runs only that model's stages.
+EXTERNAL_ONLY = config["data"]["train"] is None and bool(
+    PREDICT_DIR or config["finetune"]["model"]
+)
+EXTERNAL_MODEL = config["finetune"]["model"] or PREDICT_DIR
+if EXTERNAL_ONLY and os.path.isdir(EXTERNAL_MODEL):
+    # what defines the model (binning, windows, network) comes from it; check_inputs reports a
+    # missing dir
+    from snakemake.logging import logger
+
+    ADOPTED, NOTES = adopt_model_settings(config, GIVEN, EXTERNAL_MODEL)
+    for note in NOTES:
+        logger.info(f"{EXTERNAL_MODEL}: {note}")
+    config.update(ADOPTED)
 
 R = config["results"]
 DATA = config["data"]
 ENV = "../../envs/scgenai-flow.yaml"
 EMBEDDED_DATA = DATA["train"] is None
-PREDICT_DIR = config["predict"]["model_dir"]
-# An existing model and no training data: `all` runs only that model's stages.
-EXTERNAL_ONLY = EMBEDDED_DATA and bool(PREDICT_DIR or config["finetune"]["model"])
 HAS_PREDICT = DATA["predict"] is not None or (EMBEDDED_DATA and not EXTERNAL_ONLY)
 MULTIOMICS = DATA["multiomics"]
 if MULTIOMICS and not EMBEDDED_DATA and DATA["val"] is None:
@@ -53,6 +69,15 @@ FINETUNE = FT["train"] is not None
 F = f"{R}/finetune"
 if config["predict"]["model"] == "finetune" and not FINETUNE:
     raise ValueError("predict.model is 'finetune' but finetune.train is not set")
+# the model fine-tuning starts from is multi-omics: its data need ADT files too
+FT_MULTIOMICS = FINETUNE and (
+    model_multiomics(FT["model"]) if FT["model"] else MULTIOMICS
+)
+if FT_MULTIOMICS and (FT["train_adt"] is None or (FT["val"] and FT["val_adt"] is None)):
+    raise ValueError(
+        "fine-tuning a multi-omics (RNA + ADT) model needs finetune.train_adt"
+        + (" and finetune.val_adt" if FT["val"] else "")
+    )
 
 
 def pretrained_model():
@@ -65,6 +90,17 @@ def finetune_source(split):
     if FT["train"] is not None and FT["val"] is not None:
         return FT[split]
     return f"{F}/data/{split}.h5ad"
+
+
+def finetune_adt_source(split):
+    """The fine-tuning ADT file of a split: without finetune.val both splits read the train
+    ADT file, whose rows are picked by the RNA split's barcodes."""
+    return FT["val_adt"] if split == "val" and FT["val"] else FT["train_adt"]
+
+
+def finetune_adt_input(split):
+    """The preprocessed fine-tuning ADT file of a split as a named input (multi-omics)."""
+    return {"adt": f"{F}/preprocessed/{split}_adt.h5ad"} if FT_MULTIOMICS else {}
 
 
 SHARDS = config["predict"]["shards"]

@@ -31,6 +31,7 @@ if FINETUNE and FT["val"] is None:
 rule finetune_vocabulary:
     """The pretrained vocabulary plus the new genes and labels of the fine-tuning data."""
     input:
+        **({"adt": FT["train_adt"]} if FT_MULTIOMICS else {}),
         checked=ancient(CHECKED),
         h5ad=finetune_source("train"),
         pretrained=pretrained_model(),
@@ -86,9 +87,36 @@ rule finetune_preprocess:
         "../../scripts/preprocess.py"
 
 
+rule finetune_preprocess_adt:
+    """Bin the fine-tuning cells' ADT values as the model does, new proteins included."""
+    input:
+        adt=lambda wc: finetune_adt_source(wc.split),
+        rna=f"{F}/preprocessed/{{split}}.h5ad",
+        vocab=f"{F}/vocab",
+    output:
+        f"{F}/preprocessed/{{split}}_adt.h5ad",
+    log:
+        log("finetune/preprocess_adt/{split}"),
+    benchmark:
+        bench("finetune/preprocess_adt/{split}")
+    wildcard_constraints:
+        split="train|val",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=scaled(1000, 1),
+        runtime=scaled(10, 0.02),
+    params:
+        settings=adt_settings(),
+    script:
+        "../../scripts/preprocess_adt.py"
+
+
 rule finetune_contexts:
     """Windows of the fine-tuning data, with the pretrained model's context settings."""
     input:
+        unpack(lambda wc: finetune_adt_input(wc.split)),
         h5ad=f"{F}/preprocessed/{{split}}.h5ad",
         vocab=f"{F}/vocab",
         pretrained=pretrained_model(),

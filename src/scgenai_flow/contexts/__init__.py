@@ -12,7 +12,7 @@ from ..config import schema_default
 from ..io import InputError
 from ..vocab import Vocabulary
 from . import biofunction, genelist, genomic, sliding  # noqa: F401  (register the built-in methods)
-from .core import (  # noqa: F401  (the package's API)
+from .core import (
     CONTEXT_METHODS,
     ChunkWindows,
     ContextMethod,
@@ -27,6 +27,16 @@ from .core import (  # noqa: F401  (the package's API)
     window_cell_names,
     with_empty_cells,
 )
+from .reference import reference_options, write_vocabulary_dir
+from .sliding import sliding_windows
+
+# The package's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "CONTEXT_METHODS", "ChunkWindows", "ContextMethod", "ContextSettings", "Windows", "build_windows",
+    "concat_windows", "load_windows", "merge_by_cell", "reference_options", "register", "save_windows",
+    "shared_cells", "sliding_windows", "window_cell_names", "window_genes", "windows_from_preprocessed",
+    "with_empty_cells", "write_vocabulary_dir",
+]  # fmt: skip
 
 
 def build_windows(
@@ -77,7 +87,6 @@ def windows_from_preprocessed(
     import anndata as ad
 
     from ..vocab import require_label_column
-    from .reference import reference_options
 
     vocab = Vocabulary.load(vocab_dir)
     settings = replace(settings, options=reference_options(settings.method, vocab_dir))
@@ -105,3 +114,11 @@ def windows_from_preprocessed(
     )
     save_windows(target, windows, labels, np.asarray(adata.obs_names))
     return windows
+
+
+def window_genes(vocab: Vocabulary, method: str, vocab_dir: str | Path) -> np.ndarray | None:
+    """Which vocabulary genes the method's windows can hold (a boolean per gene), so that the
+    linear member sees no other; None where every gene can be in a window."""
+    if method != "genelist":
+        return None
+    return genelist.listed_genes(vocab, reference_options(method, vocab_dir)["genelist"])

@@ -28,11 +28,8 @@ def read_gene_list(path: str | Path) -> np.ndarray:
     return genes
 
 
-@register("genelist")
-def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows:
-    """Keep the listed vocabulary genes (and any ADT features) of each cell, then slide
-    windows as `random` does."""
-    path = settings.options.get("genelist")
+def listed_genes(vocab: Vocabulary, path: str | Path | None) -> np.ndarray:
+    """Which vocabulary genes the list names (a boolean per gene); an error when it names none."""
     if not path:
         raise InputError("context.method 'genelist' needs context.genelist (a gene list file)")
     names = read_gene_list(path)
@@ -42,6 +39,14 @@ def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindo
             f"{path}: none of its genes is among the {vocab.genes.size} vocabulary genes"
             + case_hint(names, vocab.genes, "the vocabulary", "its genes")
         )
+    return listed
+
+
+@register("genelist")
+def genelist_context(vocab: Vocabulary, settings: ContextSettings) -> ChunkWindows:
+    """Keep the listed vocabulary genes (and any ADT features) of each cell, then slide
+    windows as `random` does."""
+    listed = listed_genes(vocab, settings.options.get("genelist"))
     keep = np.where(np.r_[listed, np.ones(vocab.adt_features.size, bool)], np.arange(vocab.n_features), -1)
 
     def chunk_windows(binned: sp.csr_matrix, first_cell: int) -> Windows:

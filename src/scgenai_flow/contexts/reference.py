@@ -70,7 +70,8 @@ def store_reference(method: str, user_file: str | None, genes: np.ndarray, targe
         table = read_cytobands(user_file)
         with expecting_kept_genes(genes):
             cytoband_groups(genes, table, str(user_file or "built-in cytobands"))
-        table[table["gene_symbol"].isin(genes)].to_csv(target, sep="\t", index=False)
+        # the whole table: genes that fine-tuning adds later are placed in their bands too
+        table.to_csv(target, sep="\t", index=False)
     else:
         from .biofunction import gene_set_groups, read_gmt
 

@@ -15,6 +15,19 @@ from ..io import InputError
 from ..modeldir import CALIBRATION_FILE, CONFIG_FILE, WEIGHTS_FILE
 from .spec import BACKBONES, PAIR_INPUTS, POOLINGS, SIZES, ModelSpec, Size, register  # noqa: F401  (the package's API)
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "CellClassifier",
+    "CellEnsemble",
+    "Calibration",
+    "load_model",
+    "save_model",
+    "read_calibration",
+    "read_spec",
+    "grow",
+    "count_parameters",
+]
+
 
 class CellClassifier(nn.Module):
     """A backbone whose pooled hidden state (last real token, or mean over real tokens) feeds a
@@ -97,6 +110,7 @@ def grow(model: CellClassifier, vocab_size: int, num_classes: int) -> CellClassi
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of weights of a network."""
     return sum(p.numel() for p in model.parameters())
 
 

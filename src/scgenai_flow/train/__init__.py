@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from ..checkpoint import fingerprint
-from ..contexts import load_windows, shared_cells
+from ..contexts import load_windows, shared_cells, window_genes
 from ..decide import fit_decision
 from ..distributed import launch, process_group
 from ..io import InputError, atomic_path
@@ -23,7 +23,7 @@ from ..modeldir import write_format, write_selection, write_settings
 from ..models import Calibration, CellClassifier, Classifier, count_parameters, save_model
 from ..runtime import select_device
 from ..vocab import Vocabulary
-from .calibration import linear_member, validation_calibration
+from .calibration import linear_member, unselected_scores, validation_calibration
 from .data import LabelledWindows, class_weights, drop_gene_pairs
 from .ensemble import (
     initial_model,
@@ -146,7 +146,9 @@ def train_from_files(
         val = LabelledWindows(*load_windows(val_npz))
         values = []  # the member's expression, read now: a wrong file fails before the epochs, not after
         if config["model"]["linear_member"] and ranks.is_main:
-            values = [read_expression(f, vocab, d.n_cells) for f, d in zip(expression or (), (train, val))]
+            genes = window_genes(vocab, config["context"]["method"], vocab_dir)  # a gene list limits it too
+            files = zip(expression or (), (train, val))
+            values = [read_expression(f, vocab, d.n_cells, genes) for f, d in files]
         settings = train_settings(config, config["finetune"] if pretrained_dir else config["train"])
         device = select_device(gpus, max(1, threads // ranks.world))
         if device.type == "cuda" and ranks.world > 1:
@@ -163,9 +165,12 @@ def train_from_files(
         member, val_linear = (
             linear_member(vocab, train, val, *values) if config["model"]["linear_member"] else (None, None)
         )
+        unselected = unselected_scores(runs, val, settings)  # best_model's epochs were chosen on val
         for target, published in ((outputs.best_model, best), (outputs.last_model, last)):
             own = published.metrics["Temperature"]  # the networks' own
-            calibration = validation_calibration(published.model, val, val_linear, own, settings, device)
+            scores = unselected if published is best else None
+            model = published.model
+            calibration = validation_calibration(model, val, val_linear, own, settings, device, scores)
             calibration = replace(calibration, class_cells=class_cells)  # for logit adjustment
             selection = published.selection
             if selection is not None:  # best_model: record how predict's `auto` decides

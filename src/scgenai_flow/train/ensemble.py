@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -105,6 +106,7 @@ class MemberRun:
     history: pd.DataFrame
     last: CellClassifier
     best: BestModel | None  # None on DDP processes other than the main one
+    val_scores: np.ndarray | None = None  # every epoch's scores of the kept validation cells
 
 
 def history_writer(path: str, done: list[pd.DataFrame], number: int) -> Progress:
@@ -182,5 +184,6 @@ def train_members(
         progress = history_writer(history_csv, [r.history for r in runs], number)
         own = replace(resume, path=member_checkpoint(resume.path, number)) if resume else None
         fitted = fit(model, train, val, replace(settings, seed=seed), device, progress, own, ranks)
-        runs.append(MemberRun(seed, fitted.history.assign(Member=number), model.to("cpu"), fitted.best))
+        history = fitted.history.assign(Member=number)
+        runs.append(MemberRun(seed, history, model.to("cpu"), fitted.best, fitted.val_scores))
     return runs

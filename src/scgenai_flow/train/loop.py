@@ -18,11 +18,11 @@ from ..contexts.sliding import redealt_windows
 from ..distributed import ONE_PROCESS, Ranks
 from ..io import InputError
 from ..metrics import selection_key
-from ..models import CellClassifier
+from ..models import CellClassifier, kept_rows
 from ..predict import batch_tensors
 from ..runtime import autocast
 from .data import LabelledWindows, TrainingItems, class_weights, drop_gene_pairs
-from .evaluation import evaluate
+from .evaluation import scored_cells
 from .selection import BestModel, averaged_copy, kept_model, on_cpu, stops_early
 from .settings import HISTORY_COLUMNS, Resume, TrainSettings
 
@@ -105,13 +105,15 @@ def train_epoch(
 Progress = Callable[[pd.DataFrame], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fitted:
-    """What `fit` made: the history of its epochs and, on the main process, a CPU copy of the
-    best model (None on the other DDP processes)."""
+    """What `fit` made: the history of its epochs, on the main process a CPU copy of the best
+    model (None on the other DDP processes), and every epoch's class log-scores of the kept
+    validation cells (epochs, cells, classes; None after resuming a checkpoint without them)."""
 
     history: pd.DataFrame
     best: BestModel | None
+    val_scores: np.ndarray | None = None
 
 
 def fit(
@@ -155,7 +157,11 @@ def fit(
             break
         started = time.perf_counter()
         loss, accuracy = train_epoch(trainer, optimizer, train, settings, rng, device, ranks, epoch, weights)
-        metrics = evaluate(model, val, settings.eval_batch_size, device, ranks, settings.aggregation)
+        aggregation = settings.aggregation
+        metrics, scores = scored_cells(model, val, settings.eval_batch_size, device, ranks, aggregation)
+        # the scores of the cells calibration.json keeps, for best_model's (see crossfit)
+        scores = scores[kept_rows(val.n_cells)].astype(np.float32)
+        state.val_scores = [*getattr(state, "val_scores", []), scores]
         state.rows.append(
             {
                 "Epoch": epoch,
@@ -180,4 +186,9 @@ def fit(
                 kept = on_cpu(best)
             if progress:
                 progress(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)))
-    return Fitted(pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)), kept)
+    scores = getattr(state, "val_scores", [])
+    return Fitted(
+        pd.DataFrame(state.rows, columns=list(HISTORY_COLUMNS)),
+        kept,
+        np.stack(scores) if scores and len(scores) == len(state.rows) else None,
+    )
