@@ -50,8 +50,9 @@ def new_features(h5ad: str | Path, min_cells: int, seed: int, use_raw: bool) -> 
     """The features of a file expressed in at least `min_cells` cells, in a seeded order."""
     names = read_var_names(h5ad, use_raw)
     check_unique_genes(names, h5ad)
-    candidates = names[scan_matrix(h5ad, use_raw).expressed_cells >= min_cells]
-    return candidates[np.random.default_rng(seed).permutation(candidates.size)]
+    if min_cells > 0:  # a pass over the matrix only when there is something to filter
+        names = names[scan_matrix(h5ad, use_raw).expressed_cells >= min_cells]
+    return names[np.random.default_rng(seed).permutation(names.size)]
 
 
 def extended_vocabulary(
