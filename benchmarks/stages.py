@@ -74,11 +74,12 @@ def run_stage(spec: dict) -> dict:
         from scgenai_flow.linear import fit_linear, member_features, read_expression
         from scgenai_flow.vocab import Vocabulary
 
-        windows, labels = load_windows(work / "contexts_random.npz")
+        windows, labels = load_windows(work / "contexts_random.npz", mapped=True)
         vocab = Vocabulary.load(vocab_dir)
         cells = member_features(windows, labels.size, vocab, read_expression(pre, vocab, labels.size))
-        fit_linear(cells, labels, vocab.classes.size)
-        detail = f"{cells.nnz:,} member values (expression, presence), {vocab.classes.size} classes"
+        _, fit = fit_linear(cells, labels, vocab.classes.size)
+        detail = f"{cells.nnz:,} member values (expression, presence), {vocab.classes.size} classes;"
+        detail += f" {fit.describe()}"
     else:
         settings = ContextSettings(method=method, max_length=spec["max_length"], depth=1, seed=1314521)
         target = work / f"contexts_{method}.npz"
@@ -88,10 +89,11 @@ def run_stage(spec: dict) -> dict:
     return {"imported": imported, "cells": cells, "nnz": nnz, "detail": detail}
 
 
-def child(spec_json: str) -> None:
-    """Child process entry: run the stage, print its result and own peak RSS as one marked line."""
+def child(spec_json: str, runner=None) -> None:
+    """Child process entry: run the stage (`runner`, default `run_stage`), print its result and
+    own peak RSS as one marked line."""
     started = time.perf_counter()
-    result = run_stage(json.loads(spec_json))
+    result = (runner or run_stage)(json.loads(spec_json))
     result["import_seconds"] = result.pop("imported") - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(MARK + json.dumps(result), flush=True)
@@ -118,12 +120,13 @@ def write_references(h5ad: Path, workdir: Path, seed: int) -> None:
     (workdir / REFERENCE_OPTION["biofunction"]).write_text("\n".join(sets) + "\n")
 
 
-def launch(spec: dict) -> dict:
-    """Run one stage in a fresh interpreter; seconds = its whole wall time (start-up and imports too)."""
+def launch(spec: dict, script: Path = Path(__file__)) -> dict:
+    """Run one stage in a fresh interpreter (`script --child SPEC`); seconds = its whole wall
+    time (start-up and imports too)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+        [sys.executable, str(script.resolve()), "--child", json.dumps(spec)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -145,10 +145,10 @@ def test_prediction_decides_as_fitted_on_the_validation_cells(trained, logit_adj
         table["PredictedFeature"], Vocabulary.load(trained / "vocab").classes[expected.label]
     )
     np.testing.assert_allclose(table["prediction_score"], expected.score, rtol=1e-4)
-    # calibrated on the validation cells: their log-loss no worse than the raw scores'
-    assert (
-        cell_losses(mixed, val.cell_labels, decision.temperature).mean()
-        <= cell_losses(mixed, val.cell_labels).mean()
+    # calibrated on the validation cells: their log-loss no worse than the raw scores' (up to the
+    # 1-D search's tolerance, where the member alone is already calibrated: temperature ~1)
+    assert cell_losses(mixed, val.cell_labels, decision.temperature).mean() <= (
+        cell_losses(mixed, val.cell_labels).mean() + 1e-6
     )
     raw = predict_val(trained, "raw.csv", logit_adjustment, weight, calibrate=False)
     np.testing.assert_array_equal(raw["PredictedFeature"], table["PredictedFeature"])  # scores only

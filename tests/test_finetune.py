@@ -176,7 +176,7 @@ def test_a_gene_list_limits_the_linear_member_too(tmp_path: Path, pbmc) -> None:
     from scgenai_flow.linear import read_expression
 
     values = read_expression(tmp_path / "p.h5ad", vocab, pbmc.n_obs, listed)
-    member = fit_linear(values, vocab.encode_labels(pbmc.obs["bulk_labels"], "pbmc"), vocab.classes.size)
+    member, _ = fit_linear(values, vocab.encode_labels(pbmc.obs["bulk_labels"], "pbmc"), vocab.classes.size)
     assert np.abs(member.weights[~listed]).max() == 0 and np.abs(member.weights[listed]).max() > 0
 
 

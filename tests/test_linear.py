@@ -50,25 +50,55 @@ def test_presence_is_which_genes_each_cell_expresses(cells, monkeypatch) -> None
     assert (presence(windows, labels.size, vocab) != expected).nnz == 0
 
 
-def test_the_fit_is_the_regularised_optimum_and_tells_cell_types_apart(cells) -> None:
+def exact_objective(x: sp.csr_matrix, y: np.ndarray, n_classes: int) -> float:
+    """The optimum per cell of mean cross-entropy + |W|^2 / (2 n), found by scipy's L-BFGS-B in
+    float64 to a tight tolerance (the solver the member had before)."""
+    from scipy.optimize import minimize
+
+    x, onehot, n_features = x.astype(np.float64), np.eye(n_classes)[y], x.shape[1]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weights, bias = theta[:-n_classes].reshape(n_features, n_classes), theta[-n_classes:]
+        logits = np.asarray(x @ weights) + bias
+        log_probs = (
+            logits
+            - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+            - logits.max(1, keepdims=True)
+        )
+        residual = np.exp(log_probs) - onehot
+        loss = -(onehot * log_probs).sum() + 0.5 * (weights**2).sum()
+        return loss / y.size, np.concatenate([(x.T @ residual + weights).ravel(), residual.sum(0)]) / y.size
+
+    start = np.zeros(n_features * n_classes + n_classes)
+    found = minimize(
+        objective, start, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-15}
+    )
+    return float(found.fun)
+
+
+def test_the_fit_reaches_the_regularised_optimum_and_tells_cell_types_apart(cells, monkeypatch) -> None:
     vocab, parts = cells
     x = {p: presence(w, y.size, vocab) for p, (_, w, y, _) in parts.items()}
     y = parts["train"][2]
-    member = fit_linear(x["train"], y, len(CLASSES))
-    # the gradient of summed cross-entropy + |W|^2 / 2 vanishes at the fit (a convex problem)
-    residual = softmax_rows(np.asarray(x["train"] @ member.weights) + member.bias) - np.eye(len(CLASSES))[y]
-    assert np.abs(x["train"].T @ residual + member.weights).max() < 1e-3
-    assert np.abs(residual.sum(axis=0)).max() < 1e-3
+    member, fit = fit_linear(x["train"], y, len(CLASSES))
+    optimum = exact_objective(x["train"], y, len(CLASSES))
+    assert optimum <= fit.objective <= optimum * 1.05 + 1e-4  # float32 L-BFGS, stopped by its rule
+    assert fit.stopped and fit.iterations <= linear.MAX_ITERATIONS and fit.passes >= fit.iterations
     held_out = member.log_probs(x["test"]).argmax(axis=1)
     assert (held_out == parts["test"][2]).mean() >= 0.85  # 0.925 on these cells
     logits = np.asarray(x["test"] @ member.weights) + member.bias
     sharper = member.calibrated(0.5).log_probs(x["test"])  # logits / temperature
     np.testing.assert_allclose(np.exp(sharper), softmax_rows(logits, 0.5), rtol=1e-4, atol=1e-6)
-    again = fit_linear(x["train"], y, len(CLASSES))
-    np.testing.assert_array_equal(again.weights, member.weights)
+    again, _ = fit_linear(x["train"], y, len(CLASSES))
+    np.testing.assert_array_equal(again.weights, member.weights)  # reproducible on the CPU
     unlabelled = np.concatenate([y, np.full(5, -1)])  # cells without a label do not count
-    padded = fit_linear(sp.vstack([x["train"], x["test"][:5]]).tocsr(), unlabelled, len(CLASSES))
+    padded, _ = fit_linear(sp.vstack([x["train"], x["test"][:5]]).tocsr(), unlabelled, len(CLASSES))
     np.testing.assert_allclose(padded.weights, member.weights, atol=1e-5)
+    monkeypatch.setattr(linear, "MAX_ITERATIONS", 3)  # each stopping rule names itself
+    assert fit_linear(x["train"], y, len(CLASSES))[1].stopped == "reached 3 iterations"
+    monkeypatch.setattr(linear, "MAX_ITERATIONS", 100)
+    monkeypatch.setattr(linear, "GRADIENT_TOLERANCE", 1.0)
+    assert fit_linear(x["train"], y, len(CLASSES))[1].stopped.startswith("converged (largest gradient")
 
 
 def test_the_member_reads_expression_values_beside_presence(cells, tmp_path) -> None:
@@ -84,7 +114,7 @@ def test_the_member_reads_expression_values_beside_presence(cells, tmp_path) -> 
     with pytest.raises(InputError, match=rf"p.h5ad: {y.size} cells x {n_genes} genes; expected the 81 cells"):
         read_expression(path, vocab, 81)
     _, test_windows, test_y, test_values = parts["test"]
-    member = fit_linear(features, y, len(CLASSES))
+    member, _ = fit_linear(features, y, len(CLASSES))
     held_out = member.log_probs(member_features(test_windows, test_y.size, vocab, test_values)).argmax(1)
     assert (held_out == test_y).mean() >= 0.85
 
@@ -92,7 +122,7 @@ def test_the_member_reads_expression_values_beside_presence(cells, tmp_path) -> 
 def test_model_dirs_keep_the_member_and_predictions_average_it(cells, tmp_path) -> None:
     vocab, parts = cells
     _, windows, y, _ = parts["train"]
-    member = fit_linear(presence(windows, y.size, vocab), y, len(CLASSES))
+    member, _ = fit_linear(presence(windows, y.size, vocab), y, len(CLASSES))
     vocab.save(tmp_path / "vocab")
     network = CellClassifier(ModelSpec("llama", "tiny", vocab.size, vocab.pad_id, 64, len(CLASSES)))
     write_model_dir(tmp_path / "m", network, tmp_path / "vocab", {}, linear=member)
@@ -118,7 +148,7 @@ def test_model_dirs_keep_the_member_and_predictions_average_it(cells, tmp_path) 
 def test_predicting_from_files_joins_the_networks_the_member_and_the_offsets(cells, tmp_path) -> None:
     vocab, parts = cells
     _, windows, y, values = parts["train"]
-    member = fit_linear(member_features(windows, y.size, vocab, values), y, len(CLASSES))
+    member, _ = fit_linear(member_features(windows, y.size, vocab, values), y, len(CLASSES))
     member = replace(member, expression=True).calibrated(0.5)
     vocab.save(tmp_path / "vocab")
     torch.manual_seed(0)

@@ -93,6 +93,41 @@ def test_unlabelled_predictions_get_counts_per_class_and_a_umap(tmp_path: Path) 
     assert (tmp_path / "conf.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_many_cells_get_a_umap_of_a_seeded_sample_and_all_keep_their_predictions(
+    tmp_path, monkeypatch
+) -> None:
+    from scgenai_flow import annotate
+
+    monkeypatch.setattr(annotate, "MAX_CELLS_FOR_UMAP", 40)
+    cells = counts_adata(n_cells=60, n_genes=40)
+    write_h5ad(cells, tmp_path / "in.h5ad")
+    table = cells.obs.assign(
+        context_id="window_0", PredictedFeature=cells.obs["celltype"], prediction_score=0.5
+    )
+    table.to_csv(tmp_path / "pred.csv")
+    report_predictions(
+        str(tmp_path / "pred.csv"), str(tmp_path / "in.h5ad"), False, "celltype", 0, outputs(tmp_path)
+    )
+    result = ad.read_h5ad(tmp_path / "p.h5ad")
+    drawn = np.isfinite(result.obsm["X_umap"]).all(axis=1)
+    assert (
+        result.n_obs == 60
+        and drawn.sum() == 40
+        and (result.obs["PredictedFeature"] == cells.obs["celltype"]).all()
+    )
+    np.testing.assert_array_equal(np.flatnonzero(drawn), annotate.umap_sample(60, 0, 40))  # seeded
+    assert annotate.umap_sample(60, 1, 40).tolist() != annotate.umap_sample(60, 0, 40).tolist()
+
+
+def test_a_umap_of_thousands_of_cells_uses_the_approximate_neighbours(tmp_path: Path) -> None:
+    """scanpy switches to pynndescent at 4,096 cells; its graph must be one scanpy can read."""
+    from scgenai_flow.annotate import umap_coordinates
+
+    cells = counts_adata(n_cells=4200, n_genes=30)
+    coords = umap_coordinates(cells, 0)
+    assert coords.shape == (4200, 2) and np.isfinite(coords).all()
+
+
 def test_predictions_of_other_cells_are_refused(tmp_path: Path) -> None:
     cells = counts_adata(n_cells=20, n_genes=10)
     write_h5ad(cells, tmp_path / "in.h5ad")

@@ -211,7 +211,8 @@ def linear_log_probs(results: Path, kind: str) -> dict[str, np.ndarray]:
         member, val = linear_member(vocab, parts["train"], parts["val"], values["train"], values["val"])
         return {"val": val, "test": log_probs("test")}
     train = parts["train"]
-    member = fit_linear(presence(train.windows, train.n_cells, vocab), train.cell_labels, vocab.classes.size)
+    found = presence(train.windows, train.n_cells, vocab)
+    member, _ = fit_linear(found, train.cell_labels, vocab.classes.size)
     return {"val": log_probs("val"), "test": log_probs("test")}
 
 

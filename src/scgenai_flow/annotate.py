@@ -18,17 +18,33 @@ from .preprocess import RAW_COUNT_THRESHOLD
 
 log = logging.getLogger(__name__)
 MIN_CELLS_FOR_UMAP = 10
+# Above this many cells the UMAP is drawn on a seeded sample of them (its time and memory grow
+# faster than the cells'); the other cells keep their predictions, with NaN coordinates.
+MAX_CELLS_FOR_UMAP = 50_000
+
+
+def umap_sample(n_cells: int, seed: int, limit: int | None = None) -> np.ndarray:
+    """The cells (sorted rows) the UMAP is drawn on: all, or a seeded sample of `limit`."""
+    limit = MAX_CELLS_FOR_UMAP if limit is None else limit
+    if n_cells <= limit:
+        return np.arange(n_cells)
+    return np.sort(np.random.default_rng(seed).choice(n_cells, limit, replace=False))
 
 
 def umap_coordinates(adata: ad.AnnData, seed: int) -> np.ndarray | None:
     """A 2-D UMAP with scanpy's standard recipe (normalise counts, HVGs, PCA, kNN), or None
-    when there are too few cells."""
+    when there are too few cells; above MAX_CELLS_FOR_UMAP cells, of a seeded sample (NaN
+    coordinates for the others)."""
     import scanpy as sc
 
     if adata.n_obs < MIN_CELLS_FOR_UMAP:
         log.warning("%d cells: too few for a UMAP, skipped", adata.n_obs)
         return None
-    work = ad.AnnData(X=adata.X.astype(np.float32), var=pd.DataFrame(index=adata.var_names))
+    rows = umap_sample(adata.n_obs, seed)
+    if rows.size < adata.n_obs:
+        log.info("UMAP of a seeded sample of %d of the %d cells (all are predicted)", rows.size, adata.n_obs)
+    matrix = adata.X[rows] if rows.size < adata.n_obs else adata.X
+    work = ad.AnnData(X=matrix.astype(np.float32), var=pd.DataFrame(index=adata.var_names))
     if work.X.max() > RAW_COUNT_THRESHOLD:
         sc.pp.normalize_total(work, target_sum=1e4)
         sc.pp.log1p(work)
@@ -38,7 +54,9 @@ def umap_coordinates(adata: ad.AnnData, seed: int) -> np.ndarray | None:
     sc.pp.pca(work, n_comps=n_comps, random_state=seed)
     sc.pp.neighbors(work, n_neighbors=min(15, work.n_obs - 1), random_state=seed)
     sc.tl.umap(work, random_state=seed)
-    return np.asarray(work.obsm["X_umap"])
+    coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
+    coords[rows] = work.obsm["X_umap"]
+    return coords
 
 
 def with_predictions(adata: ad.AnnData, predictions: pd.DataFrame, source: str) -> ad.AnnData:

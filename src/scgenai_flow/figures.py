@@ -136,7 +136,7 @@ def umap_png(coords: np.ndarray, predictions: pd.DataFrame, truth: str | None) -
     """UMAP of the predicted cells coloured by predicted class, by score and, if known, by truth."""
     panels = 3 if truth else 2
     fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.8))
-    size = float(np.clip(3e4 / max(len(coords), 1), 0.5, 12))
+    size = float(np.clip(3e4 / max(int(np.isfinite(coords).all(axis=1).sum()), 1), 0.5, 12))  # drawn cells
     classes = pd.concat([predictions[c].astype(str) for c in ("PredictedFeature", truth) if c]).unique()
     cmap = plt.get_cmap("tab20")
     palette = {name: cmap(k % 20) for k, name in enumerate(sorted(classes))}  # same colour in each panel

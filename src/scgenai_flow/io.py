@@ -31,6 +31,7 @@ __all__ = [
     "atomic_path",
     "write_h5ad",
     "write_npz",
+    "npz_memmap",
     "write_csv",
 ]
 
@@ -306,6 +307,33 @@ def write_npz(target: str | Path, **arrays: np.ndarray) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
+
+
+def npz_memmap(path: str | Path, name: str) -> np.ndarray:
+    """The array `name` of an uncompressed `.npz`, memory-mapped read-only (read from disk as it
+    is used, so a process holds only what it touches); loaded whole if the member is compressed."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            with archive.open(info) as member:
+                return npy.read_array(member)
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)  # the local header: its name and extra field lengths end it
+        handle.seek(
+            info.header_offset
+            + 30
+            + int.from_bytes(local[26:28], "little")
+            + int.from_bytes(local[28:30], "little")
+        )
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+        shape, fortran, dtype = read_header[npy.read_magic(handle)](handle)
+        offset = handle.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def write_csv(frame: pd.DataFrame, target: str | Path, index: bool = False) -> None:

@@ -246,7 +246,7 @@ def predict_from_files(
     model = load_model(model_dir, device)
     vocab = Vocabulary.load(model_dir)
     check_unassigned(vocab.classes, unassigned_below, model_dir)
-    windows, labels = load_windows(windows_npz)
+    windows, labels = load_windows(windows_npz, mapped=True)
     if model.spec.vocab_size != vocab.size or int(windows.tokens.max(initial=0)) >= vocab.size:
         raise InputError(f"{windows_npz}: windows were built with another vocabulary than {model_dir}")
     if windows.tokens.shape[1] > model.spec.max_length:

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import default_of
-from ..io import write_npz
+from ..io import npz_memmap, write_npz
 from ..vocab import Vocabulary
 
 
@@ -153,11 +153,12 @@ def save_windows(
     )
 
 
-def load_windows(path: str | Path) -> tuple[Windows, np.ndarray]:
-    """Read what `save_windows` wrote: the windows and per-cell labels."""
+def load_windows(path: str | Path, mapped: bool = False) -> tuple[Windows, np.ndarray]:
+    """Read what `save_windows` wrote: the windows and per-cell labels; with `mapped`, the token
+    array (nearly all of the file) is memory-mapped, not read, so memory stays flat in windows."""
     with np.load(path) as npz:
         windows = Windows(
-            tokens=npz["tokens"],
+            tokens=npz_memmap(path, "tokens") if mapped else npz["tokens"],
             lengths=npz["lengths"],
             cell_index=npz["cell_index"],
             context_index=npz["context_index"],

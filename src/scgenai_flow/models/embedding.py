@@ -12,21 +12,25 @@ from . import CellClassifier
 
 # Enough cells to estimate the axes; more only costs time (a seeded subset is used).
 MAX_CELLS = 50_000
+WINDOWS_PER_CHUNK = 65536
 # Axes computed at most; wider models keep zeros in their remaining dimensions.
 MAX_AXES = 256
 
 
 def feature_presence(windows: Windows, n_cells: int, vocab_size: int, first_feature: int) -> sp.csr_matrix:
     """Cells x token ids: 1 where a cell's windows hold the feature token (a gene or ADT
-    feature: the first token of each pair, from id `first_feature` on)."""
-    features = windows.tokens[:, 0::2].astype(np.int64)
-    real = np.arange(features.shape[1])[None, :] < (windows.lengths[:, None] // 2)
-    cells = np.broadcast_to(windows.cell_index[:, None], features.shape)[real]
-    ids = features[real]
-    keep = ids >= first_feature
-    matrix = sp.csr_matrix(
-        (np.ones(int(keep.sum()), np.float32), (cells[keep], ids[keep])), shape=(n_cells, vocab_size)
-    )
+    feature: the first token of each pair, from id `first_feature` on); read in chunks of
+    windows, so memory stays flat in windows."""
+    cells, ids = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for start in range(0, len(windows), WINDOWS_PER_CHUNK):
+        chunk = windows.subset(slice(start, start + WINDOWS_PER_CHUNK))
+        features = chunk.tokens[:, 0::2].astype(np.int64)
+        real = np.arange(features.shape[1])[None, :] < (chunk.lengths[:, None] // 2)
+        real &= features >= first_feature
+        cells.append(np.broadcast_to(chunk.cell_index[:, None], features.shape)[real].astype(np.int64))
+        ids.append(features[real])
+    rows, columns = np.concatenate(cells), np.concatenate(ids)
+    matrix = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, columns)), shape=(n_cells, vocab_size))
     matrix.data[:] = 1.0  # a gene in two overlapping windows counts once
     return matrix
 

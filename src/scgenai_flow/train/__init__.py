@@ -142,8 +142,8 @@ def train_from_files(
             config = finetune_config(pretrained_dir, config)
         vocab = Vocabulary.load(vocab_dir)
         check_held_out(train_npz, val_npz)
-        train = LabelledWindows(*load_windows(train_npz))
-        val = LabelledWindows(*load_windows(val_npz))
+        train = LabelledWindows(*load_windows(train_npz, mapped=True))
+        val = LabelledWindows(*load_windows(val_npz, mapped=True))
         values = []  # the member's expression, read now: a wrong file fails before the epochs, not after
         if config["model"]["linear_member"] and ranks.is_main:
             genes = window_genes(vocab, config["context"]["method"], vocab_dir)  # a gene list limits it too
@@ -163,7 +163,9 @@ def train_from_files(
         best, last = published_models(runs, val, settings, device)
         class_cells = train.class_cells(vocab.classes.size)
         member, val_linear = (
-            linear_member(vocab, train, val, *values) if config["model"]["linear_member"] else (None, None)
+            linear_member(vocab, train, val, *values, device=device)
+            if config["model"]["linear_member"]
+            else (None, None)
         )
         unselected = unselected_scores(runs, val, settings)  # best_model's epochs were chosen on val
         for target, published in ((outputs.best_model, best), (outputs.last_model, last)):

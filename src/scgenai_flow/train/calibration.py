@@ -32,13 +32,15 @@ def linear_member(
     val: LabelledWindows,
     train_expression: sp.csr_matrix | None = None,
     val_expression: sp.csr_matrix | None = None,
+    device: torch.device | None = None,
 ) -> tuple[LinearMember, np.ndarray]:
-    """The linear member fitted on the training cells' `member_features` (their expression values
-    when given, and gene presence) and calibrated on the validation cells (its logits divided by
-    their temperature), and their log-probabilities."""
+    """The linear member fitted (on `device`) on the training cells' `member_features` (their
+    expression values when given, and gene presence) and calibrated on the validation cells (its
+    logits divided by their temperature), and their log-probabilities."""
     started = time.perf_counter()
     features = member_features(train.windows, train.n_cells, vocab, train_expression)
-    member = fit_linear(features, train.cell_labels, vocab.classes.size)
+    member, fit = fit_linear(features, train.cell_labels, vocab.classes.size, device=device)
+    log.info("linear member fit: %s", fit.describe())
     member = replace(member, expression=train_expression is not None)
     val_features = member_features(val.windows, val.n_cells, vocab, val_expression)
     temperature = fit_temperature(member.log_probs(val_features), val.cell_labels)
