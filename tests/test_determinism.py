@@ -17,6 +17,7 @@ from scgenai_flow.io import write_h5ad
 from scgenai_flow.predict import predict_from_files
 from scgenai_flow.preprocess import PreprocessSettings, preprocess_file
 from scgenai_flow.train import TrainOutputs, train_from_files
+from scgenai_flow.train.settings import TIMING_COLUMNS
 from scgenai_flow.vocab import vocabulary_from_preprocessed
 
 
@@ -89,7 +90,9 @@ def test_same_seed_gives_identical_outputs(tmp_path: Path, pbmc) -> None:
         np.testing.assert_array_equal(wa.tokens, wb.tokens)
         np.testing.assert_array_equal(wa.cell_index, wb.cell_index)
         np.testing.assert_array_equal(la, lb)
-    history = [pd.read_csv(tmp_path / run / "model/history.csv").drop(columns="Seconds") for run in "ab"]
+    history = [
+        pd.read_csv(tmp_path / run / "model/history.csv").drop(columns=list(TIMING_COLUMNS)) for run in "ab"
+    ]
     pd.testing.assert_frame_equal(*history)
     predictions = [pd.read_csv(tmp_path / run / "predictions.csv") for run in "ab"]
     pd.testing.assert_frame_equal(*predictions)

@@ -28,6 +28,7 @@ from scgenai_flow.train import (
     write_model_dir,
 )
 from scgenai_flow.train.ensemble import MEMBER_SEED_STEP
+from scgenai_flow.train.settings import TIMING_COLUMNS
 from scgenai_flow.vocab import Vocabulary
 
 CPU = torch.device("cpu")
@@ -91,8 +92,8 @@ def test_each_network_trains_as_a_single_run_with_its_seed(tmp_path, window_file
         alone = train(window_files, tmp_path / "alone", ensemble=1)
     finally:
         CONFIG["seed"] -= MEMBER_SEED_STEP
-    second = history[history["Member"] == 2].drop(columns="Seconds").reset_index(drop=True)
-    pd.testing.assert_frame_equal(second, alone.drop(columns="Seconds").assign(Member=2))
+    second = history[history["Member"] == 2].drop(columns=list(TIMING_COLUMNS)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(second, alone.drop(columns=list(TIMING_COLUMNS)).assign(Member=2))
     single = load_model(tmp_path / "alone/best").state_dict()
     for name, value in ensemble.members[1].state_dict().items():
         torch.testing.assert_close(value, single[name], rtol=0, atol=0)

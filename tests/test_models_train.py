@@ -59,6 +59,29 @@ def test_training_lowers_the_loss_on_real_cells(real_windows, backbone: str) -> 
     assert list(history["Epoch"]) == [1, 2, 3, 4]
 
 
+def test_each_epoch_reports_its_speed_padding_and_model_flops_utilisation(real_windows) -> None:
+    from scgenai_flow.train import flops_per_token, peak_flops
+
+    vocab, data = real_windows[0], few_windows(real_windows[1], 4)
+    seed_everything(0)
+    model = CellClassifier(spec_for(vocab))
+    settings = TrainSettings(num_epochs=2, batch_size=16)
+    history = fit(model, data, data, settings, CPU).history
+    lengths = data.windows.lengths
+    # every batch is padded to its longest window: the padding share follows from the batches
+    assert ((history["Padding"] >= 0) & (history["Padding"] <= 1 - lengths.mean() / 64 + 1e-9)).all()
+    assert (history["Windows/s"] > 0).all() and (history["Tokens/s"] > history["Windows/s"]).all()
+    ratio = history["Tokens/s"] / history["Windows/s"]
+    np.testing.assert_allclose(ratio, lengths.mean(), rtol=1e-6)  # each epoch trains every window once
+    assert ((history["MFU"] > 0) & (history["MFU"] < 1)).all()
+    embedding = model.backbone.get_input_embeddings().weight.numel()
+    dense = count_parameters(model) - embedding
+    assert flops_per_token(model, 0) == 6 * dense  # + 12 x layers x width per token of length
+    assert flops_per_token(model, 10) - flops_per_token(model, 0) == 12 * 2 * 128 * 10
+    peak, source = peak_flops(CPU)
+    assert peak > 1e8 and source == "measured float32 matmul on cpu"
+
+
 def test_cell_loss_takes_whole_cells_scored_as_predict_scores_them(real_windows) -> None:
     vocab, data = real_windows
     plan = TrainingItems.of(data, TrainSettings(loss="cell", batch_size=16))

@@ -205,9 +205,11 @@ def test_summary_pdf_has_its_sections_figures_and_the_csv_numbers(finished_run: 
     for section in (
         "training summary", "genes kept", "parameters", "windows per train cell", "device",
         "Wall time per stage", "Training curves", "Validation per class", "Confusion matrix",
-        "Is the score a confidence?", "Per-epoch results", "Settings",
+        "Is the score a confidence?", "Per-epoch results", "Settings", "training speed",
     ):  # fmt: skip
         assert section in text, section
+    speed = pd.read_csv(model / "combined_epoch_results.csv")[["Windows/s", "MFU"]].median()
+    assert f"{speed['Windows/s']:,.0f} windows/s" in text and f"MFU {speed['MFU']:.2%}" in text
     assert sum(len(page.images) for page in pdf.pages) >= 3  # curves, confusion, scores
     selection = json.loads((model / "best_model/selection.json").read_text())
     history = pd.read_csv(model / "combined_epoch_results.csv")

@@ -16,6 +16,12 @@ from .metrics import evaluate_predictions
 from .predict import PREDICTION_COLUMNS
 from .preprocess import RAW_COUNT_THRESHOLD
 
+# The module's API (docs/api.md): what a user or a benchmark may import.
+__all__ = [
+    "MAX_CELLS_FOR_UMAP", "PredictionOutputs", "prediction_metrics", "report_predictions",
+    "umap_coordinates", "umap_sample", "with_predictions",
+]  # fmt: skip
+
 log = logging.getLogger(__name__)
 MIN_CELLS_FOR_UMAP = 10
 # Above this many cells the UMAP is drawn on a seeded sample of them (its time and memory grow

@@ -18,7 +18,7 @@ COMMAND = "python -m scgenai_flow.api_docs --output docs/api.md"
 # The public modules, in the order data flows through them; every other module is internal.
 PUBLIC_MODULES = (
     "io", "config", "data", "preprocess", "vocab", "contexts", "models", "train", "linear", "decide",
-    "predict", "metrics", "modeldir", "adopt", "finetune", "checkpoint", "runtime",
+    "predict", "annotate", "metrics", "modeldir", "adopt", "finetune", "checkpoint", "runtime",
 )  # fmt: skip
 
 

@@ -170,7 +170,9 @@ def fit_linear(
     started = time.perf_counter()
     device = device or torch.device("cpu")
     known = labels >= 0
-    x = cells[known].astype(np.float32).tocsr()
+    x = (
+        (cells if known.all() else cells[known]).astype(np.float32, copy=False).tocsr()
+    )  # no copy if it is one
     forward, backward = torch_csr(x, device), torch_csr(x.T.tocsr(), device)
     target = torch.from_numpy(labels[known].astype(np.int64)).to(device)
     n_cells = max(int(known.sum()), 1)

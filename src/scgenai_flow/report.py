@@ -41,6 +41,7 @@ from .metrics import (
 )
 from .modeldir import CONFIG_FILE, has_linear_member, read_selection, read_settings
 from .models import read_calibration
+from .train.settings import THROUGHPUT_COLUMNS
 
 STYLES = getSampleStyleSheet()
 CELL = STYLES["BodyText"].clone("cell", fontSize=8, leading=9.5)
@@ -302,6 +303,15 @@ class ReportOutputs:
     scores: str
 
 
+def training_speed(history: pd.DataFrame) -> str:
+    """The training passes' median speed over the epochs (per process; the table has each epoch's)."""
+    median = history[list(THROUGHPUT_COLUMNS)].median()
+    return (
+        f"{median['Windows/s']:,.0f} windows/s, {median['Tokens/s']:,.0f} tokens/s, padding"
+        f" {median['Padding']:.1%} of the batches' positions, MFU {median['MFU']:.2%} (median of epochs)"
+    )
+
+
 def summary_from_files(
     history_csv: str,
     model_dir: str,
@@ -331,6 +341,8 @@ def summary_from_files(
     decision = fit_decision(read_calibration(model_dir), has_linear, linear_weight, logit_adjustment)
     facts.append(decision_row(evaluation, decision))
     facts.append(("training time", f"{history['Seconds'].sum():.0f} s ({epochs_trained(history)})"))
+    if set(THROUGHPUT_COLUMNS) <= set(history):  # histories of older versions have no throughput
+        facts.append(("training speed", training_speed(history)))
     held = best_epochs(selection)
     write_train_summary(history, settings, facts, evaluation, stages, pictures, outputs.pdf, held)
     write_csv(evaluation.table, outputs.metrics, index=True)

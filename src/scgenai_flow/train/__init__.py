@@ -37,13 +37,15 @@ from .evaluation import evaluate
 from .loop import Fitted, fit, lr_factor
 from .selection import BestModel, stops_early
 from .settings import Resume, TrainSettings, train_settings
+from .throughput import BatchCounts, flops_per_token, peak_flops, throughput
 
 # The training API (what the rules, the CLI, tests and benchmarks import from here).
 __all__ = [
-    "BestModel", "Fitted", "LabelledWindows", "Resume", "TrainOutputs", "TrainSettings",
-    "check_held_out", "class_weights", "drop_gene_pairs", "evaluate", "fit", "initial_model",
-    "linear_member", "lr_factor", "new_model", "processes_of", "run_facts", "stops_early",
-    "train_from_files", "train_settings", "write_model_dir",
+    "BatchCounts", "BestModel", "Fitted", "LabelledWindows", "Resume", "TrainOutputs",
+    "TrainSettings", "check_held_out", "class_weights", "drop_gene_pairs", "evaluate", "fit",
+    "flops_per_token", "initial_model", "linear_member", "lr_factor", "new_model", "peak_flops",
+    "processes_of", "run_facts", "stops_early", "throughput", "train_from_files", "train_settings",
+    "write_model_dir",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)

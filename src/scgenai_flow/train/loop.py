@@ -25,6 +25,7 @@ from .data import LabelledWindows, TrainingItems, class_weights, drop_gene_pairs
 from .evaluation import scored_cells
 from .selection import BestModel, averaged_copy, kept_model, on_cpu, stops_early
 from .settings import HISTORY_COLUMNS, Resume, TrainSettings
+from .throughput import BatchCounts, peak_flops, throughput
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,12 @@ def train_epoch(
     ranks: Ranks = ONE_PROCESS,
     epoch: int = 1,
     weights: torch.Tensor | None = None,
+    counts: BatchCounts | None = None,
 ) -> tuple[float, float]:
     """One pass over shuffled windows or cells (`settings.loss`; epoch `epoch`, 1-based, sets
     the learning rate; `weights` per class weigh the loss); mean loss and accuracy per item.
     With several ranks each batch is split between them and the loss scaled so the averaged
-    gradient is the batch's."""
+    gradient is the batch's. `counts` (this process's) gathers the windows and tokens it trained."""
     model.train()
     plan = TrainingItems.of(data, settings)
     labels = torch.from_numpy(plan.labels.astype(np.int64))
@@ -81,6 +83,8 @@ def train_epoch(
         ids, lengths = batch_tensors(windows, rows, device)
         if settings.gene_dropout > 0:
             ids, lengths = drop_gene_pairs(ids, lengths, settings.gene_dropout, rng)
+        if counts is not None:
+            counts.add(ids, lengths)
         with autocast(device):
             logits = model(ids, lengths)
         if segment is not None:
@@ -149,14 +153,20 @@ def fit(
     if ranks.world > 1:
         ids = [ranks.local_rank] if device.type == "cuda" else None
         trainer = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    log.info("MFU against %.3g FLOP/s (%s)", *peak_flops(device))
     for epoch in range(state.epoch + 1, settings.num_epochs + 1):
         if stops_early(state.rows, settings):  # checked first, so a resumed run stops too
             log.info(
                 "early stop after epoch %d: no better validation for %d epochs", epoch - 1, settings.patience
             )
             break
-        started = time.perf_counter()
-        loss, accuracy = train_epoch(trainer, optimizer, train, settings, rng, device, ranks, epoch, weights)
+        started, counts = time.perf_counter(), BatchCounts()
+        loss, accuracy = train_epoch(
+            trainer, optimizer, train, settings, rng, device, ranks, epoch, weights, counts
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        speed = throughput(counts, time.perf_counter() - started, model, device)
         aggregation = settings.aggregation
         metrics, scores = scored_cells(model, val, settings.eval_batch_size, device, ranks, aggregation)
         # the scores of the cells calibration.json keeps, for best_model's (see crossfit)
@@ -169,6 +179,7 @@ def fit(
                 "Train Accuracy": accuracy,
                 **metrics,
                 "Seconds": time.perf_counter() - started,
+                **speed,
             }
         )
         state.epoch = epoch

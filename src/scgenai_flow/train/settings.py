@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ..config import default_of
 
+# Training speed per epoch (train/throughput.py): per process, the training passes only.
+THROUGHPUT_COLUMNS = ("Windows/s", "Tokens/s", "Padding", "MFU")
 HISTORY_COLUMNS = (
     "Epoch",
     "Train Loss",
@@ -17,7 +19,10 @@ HISTORY_COLUMNS = (
     "Validation Macro F1",
     "Temperature",
     "Seconds",
+    *THROUGHPUT_COLUMNS,
 )
+# Columns that differ between runs of the same seed (the machine's speed, not the model).
+TIMING_COLUMNS = ("Seconds", "Windows/s", "Tokens/s", "MFU")
 
 
 # What `evaluate` measures on the validation cells (best_model's are kept for the report).
