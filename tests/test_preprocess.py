@@ -191,6 +191,23 @@ def test_gene_order_is_a_seeded_shuffle(pbmc_h5ad) -> None:
     assert list(first) != list(other) and sorted(first) == sorted(other)
 
 
+def test_top_genes_keeps_the_most_variable_genes_and_aligned_files_follow(tmp_path, pbmc_h5ad, pbmc) -> None:
+    settings = PreprocessSettings(min_cells=5, top_genes=100, chunk_cells=97)  # chunks split the cells
+    kept = preprocess_file(pbmc_h5ad, settings)
+    values = sp.csr_matrix(pbmc.X)
+    candidates = np.asarray((values > 0).sum(axis=0)).ravel() >= 5
+    variance = np.where(candidates, values.toarray().var(axis=0), -np.inf)  # log values: kept as they are
+    expected = set(pbmc.var_names[np.argsort(-variance, kind="stable")[:100]])
+    assert kept.n_vars == 100 and set(kept.var_names) == expected
+    assert kept.uns["preprocess"]["top_genes"] == 100
+    every = preprocess_file(pbmc_h5ad, PreprocessSettings(min_cells=5))
+    assert "top_genes" not in every.uns["preprocess"] and every.n_vars == candidates.sum() > 100
+    aligned = preprocess_file(pbmc_h5ad, settings, trained_genes=np.asarray(kept.var_names))
+    assert list(aligned.var_names) == list(kept.var_names)  # val and predict take the model's genes
+    wider = preprocess_file(pbmc_h5ad, PreprocessSettings(min_cells=5, top_genes=10_000))
+    assert set(wider.var_names) == set(every.var_names)  # more than there are: every gene
+
+
 def test_raw_counts_are_normalised_like_scanpy(tmp_path) -> None:
     adata = counts_adata(50, 30)
     path = tmp_path / "counts.h5ad"

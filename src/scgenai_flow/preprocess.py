@@ -114,15 +114,36 @@ def check_unique_genes(genes: np.ndarray, path: str | Path) -> None:
         )
 
 
-def select_genes(genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int, seed: int) -> np.ndarray:
-    """Genes expressed in at least `min_cells` cells, in the seeded vocabulary order."""
-    kept = genes[expressed_cells >= min_cells]
+def select_genes(
+    genes: np.ndarray, expressed_cells: np.ndarray, min_cells: int, seed: int, among: np.ndarray | None = None
+) -> np.ndarray:
+    """Genes expressed in at least `min_cells` cells (and in `among`, a boolean per gene, if
+    given), in the seeded vocabulary order."""
+    kept = genes[(expressed_cells >= min_cells) & (True if among is None else among)]
     if kept.size == 0:
         raise InputError(
             f"preprocess.min_cells: no gene is expressed in at least min_cells={min_cells} cells"
             f" (most-expressed gene: {int(expressed_cells.max(initial=0))} cells); expected a lower min_cells"
         )
     return kept[np.random.default_rng(seed).permutation(kept.size)]
+
+
+def most_variable(
+    path: str | Path, settings: PreprocessSettings, scan: MatrixScan, candidates: np.ndarray
+) -> np.ndarray:
+    """A boolean per gene: the `settings.top_genes` of `candidates` whose normalised (log1p)
+    values have the largest variance over the cells (ties: file order); a second pass, in chunks."""
+    total, squares = np.zeros(candidates.size), np.zeros(candidates.size)
+    for chunk in iter_csr_chunks(path, settings.chunk_cells, settings.use_raw):
+        normalised = normalise_rows(chunk, scan.raw_counts)
+        values = normalised.data.astype(np.float64)
+        total += np.bincount(normalised.indices, weights=values, minlength=candidates.size)
+        squares += np.bincount(normalised.indices, weights=values**2, minlength=candidates.size)
+    n_cells = max(scan.n_cells, 1)
+    variance = np.where(candidates, squares / n_cells - (total / n_cells) ** 2, -np.inf)
+    chosen = np.zeros(candidates.size, dtype=bool)
+    chosen[np.argsort(-variance, kind="stable")[: settings.top_genes]] = True
+    return chosen & candidates
 
 
 def column_map(source_genes: np.ndarray, target_genes: np.ndarray) -> np.ndarray:
@@ -289,6 +310,7 @@ class PreprocessSettings:
     seed: int = default_of("seed")
     use_raw: bool = default_of("data.use_raw")
     chunk_cells: int = default_of("preprocess.chunk_cells")
+    top_genes: int | None = default_of("preprocess.top_genes")  # training files only
 
 
 # The layer of a preprocessed file that keeps the normalised (log1p) values the bins came from.
@@ -313,7 +335,15 @@ def preprocess_file(
     check_unique_genes(genes, path)
     scan = scan_matrix(path, settings.use_raw, settings.chunk_cells)
     if trained_genes is None:
-        trained_genes = select_genes(genes, scan.expressed_cells, settings.min_cells, settings.seed)
+        candidates = scan.expressed_cells >= settings.min_cells
+        among = None
+        if settings.top_genes and candidates.sum() > settings.top_genes:
+            among = most_variable(path, settings, scan, candidates)
+            log.info(
+                "%s: preprocess.top_genes: the %d most variable of %d genes kept",
+                path, settings.top_genes, int(candidates.sum()),
+            )  # fmt: skip
+        trained_genes = select_genes(genes, scan.expressed_cells, settings.min_cells, settings.seed, among)
     binning = resolve_binning(settings.binning, scan, path)
     col_map = column_map(genes, trained_genes)
     overlap = int((col_map >= 0).sum())
@@ -377,7 +407,9 @@ def preprocess_file(
     result.layers[EXPRESSION_LAYER] = sp.csr_matrix(
         (values, matrix.indices, matrix.indptr), shape=matrix.shape
     )
+    chosen = {"top_genes": settings.top_genes} if settings.top_genes else {}  # h5ad stores no None
     result.uns["preprocess"] = {
+        **chosen,
         "source": str(path),
         "raw_counts": scan.raw_counts,
         "num_bins": settings.num_bins,

@@ -208,6 +208,8 @@ def preprocess_settings(split):
         "min_cells": config["preprocess"]["min_cells"],
         "seed": config["seed"],
         "use_raw": uses_raw(split),
+        # only the training file chooses genes: the others follow its vocabulary
+        **({"top_genes": config["preprocess"]["top_genes"]} if split == "train" else {}),
     }
 
 
