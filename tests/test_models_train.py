@@ -82,6 +82,31 @@ def test_each_epoch_reports_its_speed_padding_and_model_flops_utilisation(real_w
     assert peak > 1e8 and source == "measured float32 matmul on cpu"
 
 
+def test_large_validation_sets_are_scored_each_epoch_on_the_cells_calibration_keeps(
+    real_windows, monkeypatch
+) -> None:
+    from scgenai_flow import models
+
+    vocab, data = real_windows[0], few_windows(real_windows[1], 2)
+    monkeypatch.setattr(models, "KEPT_CELLS", 40)
+    rows = models.kept_rows(data.n_cells)
+    sample = data.cells(rows)
+    assert sample.n_cells == 40 and np.array_equal(sample.cell_labels, data.cell_labels[rows])
+    first = np.searchsorted(data.windows.cell_index, rows)  # each kept cell keeps its windows, in order
+    np.testing.assert_array_equal(sample.windows.tokens[::2], data.windows.tokens[first])
+    assert data.cells(np.arange(data.n_cells)) is data
+    seed_everything(0)
+    settings = TrainSettings(num_epochs=2, batch_size=16)
+    fitted = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU)
+    assert fitted.val_scores.shape == (2, 40, vocab.classes.size)
+    seed_everything(0)
+    alone = fit(
+        CellClassifier(spec_for(vocab)), data, sample, settings, CPU
+    )  # the same as scoring the sample
+    columns = ["Validation Accuracy", "Validation Macro F1", "Validation Loss"]
+    pd.testing.assert_frame_equal(fitted.history[columns], alone.history[columns])
+
+
 def test_cell_loss_takes_whole_cells_scored_as_predict_scores_them(real_windows) -> None:
     vocab, data = real_windows
     plan = TrainingItems.of(data, TrainSettings(loss="cell", batch_size=16))

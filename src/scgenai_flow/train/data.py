@@ -27,6 +27,16 @@ class LabelledWindows:
     def n_cells(self) -> int:
         return int(self.cell_labels.size)
 
+    def cells(self, rows: np.ndarray) -> LabelledWindows:
+        """The cells at `rows` (sorted) with their windows, renumbered in that order; itself
+        when `rows` are all the cells."""
+        if rows.size == self.n_cells:
+            return self
+        keep = np.isin(self.windows.cell_index, rows)
+        windows = self.windows.subset(np.flatnonzero(keep))
+        windows.cell_index = np.searchsorted(rows, windows.cell_index).astype(self.windows.cell_index.dtype)
+        return LabelledWindows(windows, self.cell_labels[rows])
+
     def class_cells(self, n_classes: int) -> np.ndarray:
         """Labelled cells per class."""
         return np.bincount(self.cell_labels[self.cell_labels >= 0], minlength=n_classes)

@@ -154,6 +154,11 @@ def fit(
         ids = [ranks.local_rank] if device.type == "cuda" else None
         trainer = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     log.info("MFU against %.3g FLOP/s (%s)", *peak_flops(device))
+    # each epoch is scored on the validation cells calibration.json keeps (all up to KEPT_CELLS):
+    # the best epochs are chosen on them, and crossfit splits them; the validate rule scores all
+    seen = val.cells(kept_rows(val.n_cells))
+    if seen.n_cells < val.n_cells:
+        log.info("validation after each epoch: %d evenly spaced of the %d cells", seen.n_cells, val.n_cells)
     for epoch in range(state.epoch + 1, settings.num_epochs + 1):
         if stops_early(state.rows, settings):  # checked first, so a resumed run stops too
             log.info(
@@ -168,10 +173,9 @@ def fit(
             torch.cuda.synchronize(device)
         speed = throughput(counts, time.perf_counter() - started, model, device)
         aggregation = settings.aggregation
-        metrics, scores = scored_cells(model, val, settings.eval_batch_size, device, ranks, aggregation)
+        metrics, scores = scored_cells(model, seen, settings.eval_batch_size, device, ranks, aggregation)
         # the scores of the cells calibration.json keeps, for best_model's (see crossfit)
-        scores = scores[kept_rows(val.n_cells)].astype(np.float32)
-        state.val_scores = [*getattr(state, "val_scores", []), scores]
+        state.val_scores = [*getattr(state, "val_scores", []), scores.astype(np.float32)]
         state.rows.append(
             {
                 "Epoch": epoch,
@@ -185,7 +189,7 @@ def fit(
         state.epoch = epoch
         best, key = None, selection_key(metrics, settings.select_by)
         if remember_best(state, model, key, epoch, settings.average_best):
-            best = kept_model(model, state, val, settings, device, ranks)
+            best = kept_model(model, state, seen, settings, device, ranks)
             state.best_metrics = best.metrics
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in state.rows[-1].items()})
         if best and len(best.epochs) > 1:
