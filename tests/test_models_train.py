@@ -82,6 +82,32 @@ def test_each_epoch_reports_its_speed_padding_and_model_flops_utilisation(real_w
     assert peak > 1e8 and source == "measured float32 matmul on cpu"
 
 
+def test_by_length_batching_groups_similar_windows_and_pads_less(real_windows) -> None:
+    from scgenai_flow.train.data import by_length
+
+    vocab, data = real_windows
+    lengths = data.windows.lengths
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(data.windows))
+    regrouped = by_length(order, lengths, 16, np.random.default_rng(1))
+    assert sorted(regrouped) == sorted(order)  # every window once
+    batches = [regrouped[i : i + 16] for i in range(0, regrouped.size, 16)]
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    shuffled = np.mean([np.ptp(lengths[order[i : i + 16]]) for i in range(0, order.size, 16)])
+    assert spread < shuffled / 2, (spread, shuffled)
+    if order.size % 16:
+        assert batches[-1].size == order.size % 16  # the short batch stays last
+    np.testing.assert_array_equal(regrouped, by_length(order, lengths, 16, np.random.default_rng(1)))
+    padding = {}
+    for batching in ("shuffled", "by_length"):
+        seed_everything(0)
+        settings = TrainSettings(num_epochs=1, batch_size=16, batching=batching)
+        padding[batching] = fit(CellClassifier(spec_for(vocab)), data, data, settings, CPU).history[
+            "Padding"
+        ][0]
+    assert padding["by_length"] < padding["shuffled"] / 2, padding
+
+
 def test_large_validation_sets_are_scored_each_epoch_on_the_cells_calibration_keeps(
     real_windows, monkeypatch
 ) -> None:

@@ -76,6 +76,26 @@ class TrainingItems:
         return offset + np.arange(segment.size), torch.from_numpy(segment)
 
 
+BATCHES_PER_SORT = 50  # by_length batching: how many batches are sorted together
+
+
+def by_length(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`order` (shuffled windows) regrouped so that each run of `batch_size` holds windows of
+    similar length: every BATCHES_PER_SORT batches are sorted by length and cut into batches,
+    which are shuffled (a short last batch stays last, so the batches keep their boundaries)."""
+    span = batch_size * BATCHES_PER_SORT
+    sorted_runs = [
+        run[np.argsort(lengths[run], kind="stable")]
+        for run in (order[start : start + span] for start in range(0, order.size, span))
+    ]
+    batches = [run[i : i + batch_size] for run in sorted_runs for i in range(0, run.size, batch_size)]
+    last = [batches.pop()] if batches and batches[-1].size < batch_size else []
+    shuffled = [batches[i] for i in rng.permutation(len(batches))]
+    return np.concatenate(shuffled + last) if order.size else order
+
+
 def class_weights(window_labels: np.ndarray, n_classes: int, kind: str) -> torch.Tensor | None:
     """Loss weights (count share)^-1 (`balanced`) or ^-1/2 (`sqrt`), scaled to average 1 over
     the training windows so the loss keeps its scale; None for `none`."""

@@ -21,7 +21,7 @@ from ..metrics import selection_key
 from ..models import CellClassifier, kept_rows
 from ..predict import batch_tensors
 from ..runtime import autocast
-from .data import LabelledWindows, TrainingItems, class_weights, drop_gene_pairs
+from .data import LabelledWindows, TrainingItems, by_length, class_weights, drop_gene_pairs
 from .evaluation import scored_cells
 from .selection import BestModel, averaged_copy, kept_model, on_cpu, stops_early
 from .settings import HISTORY_COLUMNS, Resume, TrainSettings
@@ -71,6 +71,8 @@ def train_epoch(
     weights = None if weights is None else weights.to(device)
     step, total_steps = (epoch - 1) * plan.steps(), settings.num_epochs * plan.steps()
     order = plan.items[rng.permutation(plan.items.size)]
+    if settings.batching == "by_length" and plan.first_window is None:  # windows, not cells
+        order = by_length(order, data.windows.lengths, plan.batch_size, rng)
     windows = redealt_windows(data.windows, rng) if settings.resample_windows else data.windows
     loss_sum = correct = 0.0
     for start in range(0, order.size, plan.batch_size):

@@ -50,6 +50,7 @@ class TrainSettings:
     select_by: str = default_of("train.select_by")
     average_best: int = default_of("train.average_best")
     patience: int | None = default_of("train.patience")
+    batching: str = default_of("train.batching")
 
 
 # Keys of the `train` section that fine-tuning takes from it too.
@@ -64,6 +65,7 @@ OBJECTIVE_KEYS = (
     "select_by",
     "average_best",
     "patience",
+    "batching",
 )
 
 
