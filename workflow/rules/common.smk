@@ -209,7 +209,9 @@ def preprocess_settings(split):
         "seed": config["seed"],
         "use_raw": uses_raw(split),
         # only the training file chooses genes: the others follow its vocabulary
-        **({"top_genes": config["preprocess"]["top_genes"]} if split == "train" else {}),
+        **(
+            {"top_genes": config["preprocess"]["top_genes"]} if split == "train" else {}
+        ),
     }
 
 
