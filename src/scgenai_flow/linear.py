@@ -1,6 +1,6 @@
 """The linear member: a multinomial logistic regression on each cell's normalised gene expression
-and on which genes (and ADT features) it expresses, read from its windows; fitted to its optimum
-beside the transformer networks. Its log-probabilities and theirs are averaged when cells are
+and on which genes (and ADT features) it expresses, read from its windows; fitted by L-BFGS beside
+the transformer networks. Its log-probabilities and theirs are averaged when cells are
 decided."""
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class LinearFit:
         )
 
 
-# Held-out macro-F1 of the harness's sets stops changing by 50 iterations (docs/method.md):
+# Held-out macro-F1 of the harness's sets stops changing by 50 iterations (benchmarks/accuracy/RESULTS.md):
 # the optimum's last digits take hundreds more passes and change no decision.
 MAX_ITERATIONS = 100
 ITERATIONS_PER_CHECK = 10
