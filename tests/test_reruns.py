@@ -52,6 +52,7 @@ CHANGES: dict[str, tuple[object, set[str]]] = {
     "data.predict_adt": ("user/adt.h5ad", NOTHING),
     "preprocess.min_cells": (100, PREPROCESSING),
     "preprocess.num_bins": (5, PREPROCESSING),
+    "preprocess.top_genes": (100, PREPROCESSING),
     "preprocess.binning": ("cell_quantile", PREPROCESSING),
     "preprocess.adt_num_bins": (3, NOTHING),  # multi-omics only
     "preprocess.chunk_cells": (100, NOTHING),
@@ -80,6 +81,7 @@ CHANGES: dict[str, tuple[object, set[str]]] = {
     "train.label_smoothing": (0.1, TRAINING),
     "train.gene_dropout": (0.1, TRAINING),
     "train.resample_windows": (True, TRAINING),
+    "train.batching": ("by_length", TRAINING),
     "train.loss": ("cell", TRAINING),
     "train.select_by": ("accuracy", TRAINING),
     "train.average_best": (1, TRAINING),
