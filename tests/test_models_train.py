@@ -78,6 +78,8 @@ def test_each_epoch_reports_its_speed_padding_and_model_flops_utilisation(real_w
     dense = count_parameters(model) - embedding
     assert flops_per_token(model, 0) == 6 * dense  # + 12 x layers x width per token of length
     assert flops_per_token(model, 10) - flops_per_token(model, 0) == 12 * 2 * 128 * 10
+    summed = CellClassifier(replace(spec_for(vocab), pair_input="summed"))  # two tokens a position
+    assert flops_per_token(summed, 10) == pytest.approx((6 * dense + 12 * 2 * 128 * 5) / 2, rel=1e-3)
     peak_flops.cache_clear()
     torch.manual_seed(0)
     drawn = torch.rand(3)

@@ -43,14 +43,17 @@ class BatchCounts:
 
 
 def flops_per_token(model: nn.Module, length: float) -> float:
-    """Training FLOPs per token (forward and backward): 6 x the non-embedding parameters plus
-    attention's 12 x layers x width x `length` (the mean tokens per window)."""
+    """Training FLOPs per token (forward and backward): per position the backbone sees, 6 x the
+    non-embedding parameters plus attention's 12 x layers x width x positions (`length`, the
+    mean tokens per window); with summed pairs a position holds two tokens."""
     total = 0.0
     for network in member_networks(model):
         embedding = network.backbone.get_input_embeddings().weight.numel()
         dense = sum(p.numel() for p in network.parameters()) - embedding
         dims = network.spec.dims
-        total += 6 * dense + 12 * dims.layers * dims.hidden * length
+        tokens_per_position = 2 if network.spec.pair_input == "summed" else 1
+        positions = length / tokens_per_position
+        total += (6 * dense + 12 * dims.layers * dims.hidden * positions) / tokens_per_position
     return total
 
 
