@@ -63,7 +63,7 @@ def main() -> None:
         model = new_model(model_config, vocab, args.max_length).to(device)
         print(f"model: {args.backbone}/{args.size}, {count_parameters(model):,} parameters,"
               f" {args.max_length} tokens, {model.spec.pair_input} pairs; batch {batch_size}")  # fmt: skip
-        print(train_speed(model, train, batch_size, args.steps, device, peak))
+        print(train_speed(model, train, batch_size, args.steps, device))
         print(predict_speed(model, predict, batch_size, device, peak))
         if device.type == "cuda":
             print(f"  peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
@@ -76,7 +76,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_speed(model, train, batch_size: int, steps: int, device: torch.device, peak: float) -> str:
+def train_speed(model, train, batch_size: int, steps: int, device: torch.device) -> str:
     """`steps` optimiser steps on seeded random batches (after 5 warm-up steps): windows/s,
     tokens/s, padding and MFU."""
     from scgenai_flow.predict import batch_tensors
